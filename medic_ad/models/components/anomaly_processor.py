@@ -1,0 +1,144 @@
+"""Anomaly Processor (MEDIC-AD §2, Stage 1): multi-scale anomaly maps → ``<Ano>`` tokens.
+
+Learnable *abnormal* and *normal* system tokens cross-attend to the patch features of several
+vision-encoder layers with **sigmoid** scores (each patch gets an independent abnormal and normal
+probability); the anomaly map abnormal − normal scales the fused visual features (magnitude
+modulation), 2-D pooling gives the anomaly queries, and an Anomaly Q-Former over the LLM-projected
+tokens f_p(V*) followed by a 2-layer MLP gives the ``<Ano>`` tokens. The visual soft prompts that the
+backbone adapter injects into the encoder are parameters of this module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medic_ad.models.components.qformer import QFormer, pad_sequences, two_layer_mlp
+
+
+@dataclass
+class AnomalyMaps:
+    """Per-image maps at patch resolution (h, w).
+
+    ``abnormal``/``normal``: (L, h, w) sigmoid scores per tapped layer, in [0, 1].
+    ``anomaly``: (h, w) fused anomaly map, mean over layers of abnormal − normal, in [-1, 1].
+    ``abnormal_logits``/``normal_logits``: the pre-sigmoid scores (for numerically safe losses).
+    ``modulated``: (h, w, anomaly_dim) fused features scaled by the map (Diff Processor input).
+    """
+
+    abnormal: torch.Tensor
+    normal: torch.Tensor
+    anomaly: torch.Tensor
+    abnormal_logits: torch.Tensor
+    normal_logits: torch.Tensor
+    modulated: torch.Tensor
+
+
+class AnomalyProcessor(nn.Module):
+    """Detect module of MEDIC-AD.
+
+    Args:
+        vision_dim: width of the vision blocks' outputs.
+        llm_dim: width of f_p(V*) and of the LLM embeddings.
+        num_layers: tapped vision layers (4 in the paper; 1 for the last-layer ablation).
+        prompt_layers: blocks that receive soft prompts (their count sets the prompt tensors).
+        num_soft_prompts: visual soft prompts per prompted block (10 in the paper).
+        anomaly_dim: width of the projected patch features and system tokens.
+        pool_size: side of the 2-D pooling grid; ``pool_size ** 2`` ``<Ano>`` tokens per image.
+        qformer_dim, qformer_layers, qformer_heads: Anomaly Q-Former size.
+        modulate: scale features by the anomaly map (False = the paper's "no modulation" ablation).
+    """
+
+    def __init__(
+        self,
+        *,
+        vision_dim: int,
+        llm_dim: int,
+        num_layers: int = 4,
+        prompt_layers: int = 4,
+        num_soft_prompts: int = 10,
+        anomaly_dim: int = 256,
+        pool_size: int = 4,
+        qformer_dim: int = 256,
+        qformer_layers: int = 2,
+        qformer_heads: int = 4,
+        modulate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_layers = num_layers
+        self.pool_size = pool_size
+        self.modulate = modulate
+        self.soft_prompts = nn.Parameter(torch.randn(prompt_layers, num_soft_prompts, vision_dim) * 0.02)
+        self.layer_norms = nn.ModuleList([nn.LayerNorm(vision_dim) for _ in range(num_layers)])
+        self.layer_proj = nn.ModuleList([nn.Linear(vision_dim, anomaly_dim) for _ in range(num_layers)])
+        self.abnormal_token = nn.Parameter(torch.randn(anomaly_dim) * 0.02)
+        self.normal_token = nn.Parameter(torch.randn(anomaly_dim) * 0.02)
+        self.score_query = nn.Linear(anomaly_dim, anomaly_dim)
+        self.score_key = nn.Linear(anomaly_dim, anomaly_dim)
+        self.score_bias = nn.Parameter(torch.zeros(2))
+        self.query_proj = nn.Linear(anomaly_dim, qformer_dim)
+        self.query_pos = nn.Parameter(torch.randn(pool_size * pool_size, qformer_dim) * 0.02)
+        self.qformer = QFormer(dim=qformer_dim, memory_dim=llm_dim, num_layers=qformer_layers, num_heads=qformer_heads)
+        self.out_mlp = two_layer_mlp(qformer_dim, llm_dim)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.pool_size * self.pool_size
+
+    def prompts_for(self, blocks: list[int]) -> dict[int, torch.Tensor]:
+        """Soft prompts keyed by vision block index, for the backbone adapter's hooks."""
+        if len(blocks) != self.soft_prompts.shape[0]:
+            raise ValueError(f"{self.soft_prompts.shape[0]} prompt sets for {len(blocks)} prompted blocks")
+        return {b: self.soft_prompts[i] for i, b in enumerate(blocks)}
+
+    def compute_maps(self, layers: list[torch.Tensor]) -> AnomalyMaps:
+        """Anomaly maps of one image from its tapped layers, each (h, w, vision_dim)."""
+        if len(layers) != self.num_layers:
+            raise ValueError(f"expected {self.num_layers} tapped layers, got {len(layers)}")
+        h, w, _ = layers[0].shape
+        dtype = self.abnormal_token.dtype
+        projected = torch.stack(
+            [proj(norm(x.to(dtype))) for x, norm, proj in zip(layers, self.layer_norms, self.layer_proj)]
+        )  # (L, h, w, d)
+        tokens = self.score_query(torch.stack([self.abnormal_token, self.normal_token]))  # (2, d)
+        keys = self.score_key(projected)
+        logits = torch.einsum("lhwd,sd->slhw", keys, tokens) / math.sqrt(tokens.shape[-1])
+        logits = logits + self.score_bias.view(2, 1, 1, 1)
+        abnormal, normal = torch.sigmoid(logits[0]), torch.sigmoid(logits[1])
+        anomaly = (abnormal - normal).mean(0)
+        fused = projected.mean(0)
+        modulated = fused * (1.0 + anomaly).unsqueeze(-1) if self.modulate else fused
+        return AnomalyMaps(
+            abnormal=abnormal,
+            normal=normal,
+            anomaly=anomaly,
+            abnormal_logits=logits[0],
+            normal_logits=logits[1],
+            modulated=modulated,
+        )
+
+    def pool(self, modulated: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """2-D global pooling of (h, w, d) features to (size², d) queries."""
+        size = size or self.pool_size
+        grid = F.adaptive_avg_pool2d(modulated.permute(2, 0, 1).unsqueeze(0), size)
+        return grid[0].flatten(1).transpose(0, 1)
+
+    def forward(
+        self, layers: list[list[torch.Tensor]], projected: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[AnomalyMaps]]:
+        """``<Ano>`` tokens (n_images, pool², llm_dim) and each image's maps.
+
+        Args:
+            layers: per image, the tapped layers' (h, w, vision_dim) features.
+            projected: per image, f_p(V*) tokens (n_tokens, llm_dim): the Q-Former's keys/values.
+        """
+        maps = [self.compute_maps(image_layers) for image_layers in layers]
+        queries = torch.stack([self.pool(m.modulated) for m in maps])
+        queries = self.query_proj(queries) + self.query_pos
+        memory, padding = pad_sequences([p.to(queries.dtype) for p in projected])
+        tokens = self.out_mlp(self.qformer(queries, memory, padding))
+        return tokens, maps

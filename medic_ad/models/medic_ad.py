@@ -1,0 +1,521 @@
+"""MEDIC-AD: a Qwen2.5-VL backbone composed with the Detect, Compare and Explain modules.
+
+Paper: "Towards Medical Vision-Language Model's Clinical Intelligence" (MEDIC-AD). The backbone is
+used as it is; MEDIC-AD hooks in at the image features (soft prompts, tapped blocks, f_p(V*)) and at
+``inputs_embeds`` (``<Ano>``/``<Diff>`` rows written over their pad tokens), and passes ``input_ids``
+alongside so M-RoPE positions and masks still derive from the ids (design doc §6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput
+
+from medic_ad.models.builders import (
+    build_anomaly_processor,
+    build_diff_processor,
+    build_heatmap_decoder,
+    inject_lora,
+    resolve_layers,
+)
+from medic_ad.models.components.anomaly_processor import AnomalyMaps
+from medic_ad.models.config import MedicADConfig
+from medic_ad.models.qwen2_5_vl.backbone import Backbone, BackboneLoadError, VisionFeatures, VisionTap, load_backbone
+from medic_ad.models.qwen2_5_vl.processing import ChatExample
+from medic_ad.models.qwen2_5_vl.tiny import TinyBackboneConfig, build_tiny_qwen2_5_vl
+
+DETECTION_PROMPT = "Is there any abnormality in this image?"
+CHANGE_OPTIONS = {"A": "no change", "B": "improved", "C": "worsened"}
+CHANGE_OPTION_TEXT = {"A": "No significant change", "B": "Improved", "C": "Worsened"}
+CONFIG_FILE = "medic_ad_config.json"
+WEIGHTS_FILE = "medic_ad.safetensors"
+FORMAT_VERSION = 1
+STAGES = (0, 1, 2, 3)
+
+
+def change_prompt(region: str | None = None) -> str:
+    """MMXU-style multiple-choice question about a prior/current pair."""
+    where = region or "abnormality"
+    options = ", ".join(f"{k}: {v}" for k, v in CHANGE_OPTION_TEXT.items())
+    return f"What is the condition of the {where} across the two images? {options}."
+
+
+@dataclass
+class MedicADOutput(ModelOutput):
+    """Everything one forward pass gives.
+
+    loss: language loss on answer tokens (when labels were given).
+    logits: LLM logits (None when the LLM was skipped).
+    ano_tokens: (n_images, k, llm_dim). diff_tokens: (n_pairs, m, llm_dim) or None.
+    anomaly_maps: per image :class:`AnomalyMaps` (per-layer sigmoid maps and the fused map).
+    heatmap_logits: per image (H, W) decoder logits at the processed input size, when asked for.
+    grids: per image patch grid (h, w).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    ano_tokens: torch.Tensor | None = None
+    diff_tokens: torch.Tensor | None = None
+    anomaly_maps: list[AnomalyMaps] | None = None
+    heatmap_logits: list[torch.Tensor] | None = None
+    grids: list[tuple[int, int]] | None = None
+
+
+@dataclass
+class DetectionResult:
+    answer: str
+    abnormal: bool
+    score: float
+
+
+@dataclass
+class ComparisonResult:
+    answer: str
+    label: str
+    probs: dict[str, float]
+
+
+class MedicAD(nn.Module):
+    """The composed model. Build it with :meth:`tiny`, :meth:`from_backbone` or :meth:`from_pretrained`."""
+
+    def __init__(self, *, backbone: Backbone, config: MedicADConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone_source = backbone.source
+        self.processor = backbone.processor
+        self.backbone = backbone.model
+        vision_cfg = self.backbone.config.vision_config
+        llm_dim = int(self.backbone.config.text_config.hidden_size)
+        vision_dim = int(vision_cfg.hidden_size)
+        self.feature_layers, self.prompt_layers = resolve_layers(config, vision_cfg)
+        self.anomaly = build_anomaly_processor(
+            config, vision_dim=vision_dim, llm_dim=llm_dim, num_layers=len(self.feature_layers),
+            prompt_layers=len(self.prompt_layers),
+        )
+        self.diff = build_diff_processor(config, llm_dim=llm_dim)
+        self.heatmap = build_heatmap_decoder(
+            config, vision_dim=vision_dim, llm_dim=llm_dim, num_layers=len(self.feature_layers),
+            merge_size=int(vision_cfg.spatial_merge_size),
+        )
+        inject_lora(config, self.backbone)
+        self.processor.num_ano_tokens = self.anomaly.num_tokens
+        self.processor.num_diff_tokens = self.diff.num_tokens if config.use_diff else 0
+        self.tap = VisionTap(self.backbone.model.visual)
+        self._backbone_cache: Backbone | None = None
+        self.stage = 0
+        self.set_stage(1)
+        self.eval()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def tiny(cls, seed: int = 0, *, backbone: TinyBackboneConfig | None = None, **overrides: Any) -> "MedicAD":
+        """Offline MEDIC-AD on a random tiny Qwen2.5-VL (tests, demo)."""
+        model, processor = build_tiny_qwen2_5_vl(backbone, seed=seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            return cls(backbone=Backbone(model=model, processor=processor, source="tiny"),
+                       config=MedicADConfig.tiny(**overrides))
+
+    @classmethod
+    def from_backbone(
+        cls, path: str | Path, *, config: MedicADConfig | None = None, dtype: str | torch.dtype | None = "auto",
+        device: str = "cpu", seed: int = 0,
+    ) -> "MedicAD":
+        """Fresh MEDIC-AD modules on a local Qwen2.5-VL-architecture folder (e.g. Lingshu-7B)."""
+        backbone = load_backbone(path, dtype=dtype, device=device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(backbone=backbone, config=config or MedicADConfig())
+        return model.to(device)
+
+    # ------------------------------------------------------------------ stages
+    def lora_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.backbone.named_parameters() if "lora_" in n}
+
+    def set_stage(self, stage: int) -> None:
+        """Make exactly the parameters of ``stage`` trainable.
+
+        1: soft prompts, system tokens, Anomaly Q-Former + MLP, LLM adaptation.
+        2: Diff Q-Former + MLP, LLM adaptation.  3: heatmap decoder only.
+        """
+        if stage not in (1, 2, 3):
+            raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
+        for p in self.parameters():
+            p.requires_grad_(False)
+        module = {1: self.anomaly, 2: self.diff, 3: self.heatmap}[stage]
+        for p in module.parameters():
+            p.requires_grad_(True)
+        if stage in (1, 2):
+            if self.config.llm_adaptation == "lora":
+                for p in self.lora_parameters().values():
+                    p.requires_grad_(True)
+            elif self.config.llm_adaptation == "full":
+                for n, p in self.backbone.model.language_model.named_parameters():
+                    if "embed_tokens" not in n:
+                        p.requires_grad_(True)
+        self.stage = stage
+
+    def trainable_parameter_names(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if p.requires_grad}
+
+    # ------------------------------------------------------------------ forward
+    @property
+    def device(self) -> torch.device:
+        return next(self.anomaly.parameters()).device
+
+    def encode_images(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> VisionFeatures:
+        """Vision tower with soft prompts; tapped layers in raster order and f_p(V*)."""
+        prompts = self.anomaly.prompts_for(self.prompt_layers)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.anomaly.soft_prompts.requires_grad):
+            return self.tap(pixel_values.to(self.device), image_grid_thw.to(self.device), prompts=prompts,
+                            capture=self.feature_layers)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor,
+        mm_token_type_ids: torch.Tensor,
+        images_per_sample: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        compute_lm: bool = True,
+        compute_heatmap: bool = False,
+        logits_to_keep: int = 0,
+        **_: Any,
+    ) -> MedicADOutput:
+        device = self.device
+        counts = [int(c) for c in images_per_sample.tolist()]
+        if sum(counts) != image_grid_thw.shape[0]:
+            raise ValueError(f"images_per_sample sums to {sum(counts)} but {image_grid_thw.shape[0]} images were given")
+        feats = self.encode_images(pixel_values, image_grid_thw)
+        ano_tokens, maps = self.anomaly(feats.layers, feats.projected)
+        diff_tokens = self._diff_tokens(counts, feats, maps)
+        out = MedicADOutput(ano_tokens=ano_tokens, diff_tokens=diff_tokens, anomaly_maps=maps, grids=feats.grids)
+        if compute_heatmap:
+            out.heatmap_logits = [
+                self.heatmap(layers=feats.layers[i], projected=feats.projected[i], ano_tokens=ano_tokens[i],
+                             anomaly_map=maps[i].anomaly, out_size=self._pixel_size(feats.grids[i]))
+                for i in range(len(maps))
+            ]
+        if compute_lm:
+            input_ids = input_ids.to(device)
+            embeds = self.build_inputs_embeds(input_ids, ano_tokens, diff_tokens)
+            lm = self.backbone(
+                input_ids=input_ids,
+                inputs_embeds=embeds,
+                attention_mask=attention_mask.to(device),
+                mm_token_type_ids=mm_token_type_ids.to(device),
+                image_grid_thw=image_grid_thw.to(device),
+                mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=tuple(feats.projected))},
+                labels=None if labels is None else labels.to(device),
+                logits_to_keep=logits_to_keep,
+                use_cache=False,
+            )
+            out.loss, out.logits = lm.loss, lm.logits
+        return out
+
+    def _pixel_size(self, grid: tuple[int, int]) -> tuple[int, int]:
+        return grid[0] * self.tap.patch_size, grid[1] * self.tap.patch_size
+
+    def _diff_tokens(self, counts: list[int], feats: VisionFeatures, maps: list[AnomalyMaps]) -> torch.Tensor | None:
+        if not self.config.use_diff:
+            return None
+        starts = np.cumsum([0] + counts[:-1]).tolist()
+        pairs = [(s, s + 1) for s, c in zip(starts, counts) if c == 2]
+        if not pairs:
+            return None
+        return self.diff(
+            [maps[p].modulated for p, _ in pairs],
+            [maps[c].modulated for _, c in pairs],
+            [feats.projected[p] for p, _ in pairs],
+            [feats.projected[c] for _, c in pairs],
+        )
+
+    def build_inputs_embeds(
+        self, input_ids: torch.Tensor, ano_tokens: torch.Tensor, diff_tokens: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Embed the ids and write the ``<Ano>``/``<Diff>`` vectors over their pad tokens (Eq. 2, 3)."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        for name, token_id, rows in (
+            ("<Ano>", self.processor.ano_token_id, ano_tokens),
+            ("<Diff>", self.processor.diff_token_id, diff_tokens),
+        ):
+            mask = input_ids == token_id
+            n_slots = int(mask.sum())
+            n_rows = 0 if rows is None else rows.shape[0] * rows.shape[1]
+            if n_slots != n_rows:
+                raise ValueError(f"{name} tokens in the text ({n_slots}) and {name} vectors ({n_rows}) do not match")
+            if n_rows:
+                embeds = embeds.masked_scatter(mask.unsqueeze(-1), rows.reshape(-1, rows.shape[-1]).to(embeds.dtype))
+        return embeds
+
+    # ------------------------------------------------------------------ batching helpers
+    def prepare(self, examples: Sequence[ChatExample], *, with_answers: bool = False) -> dict[str, torch.Tensor]:
+        return self.processor(examples, use_diff=self.config.use_diff, with_answers=with_answers)
+
+    @torch.no_grad()
+    def next_token_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of the first answer token, one prefill per sample (left padding: last position)."""
+        out = self.forward(**batch, logits_to_keep=1)
+        return out.logits[:, -1].float()
+
+    @torch.no_grad()
+    def generate(
+        self, batch: dict[str, torch.Tensor], *, max_new_tokens: int = 32, forced_first: torch.Tensor | None = None
+    ) -> list[str]:
+        """Greedy answers. ``forced_first`` (B,) fixes each answer's first token (score-consistent answers)."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        prefix = []
+        if forced_first is not None:
+            forced_first = forced_first.to(self.device)
+            batch = dict(batch)
+            batch["input_ids"] = torch.cat([batch["input_ids"], forced_first[:, None]], 1)
+            batch["attention_mask"] = torch.cat([batch["attention_mask"], torch.ones_like(forced_first[:, None])], 1)
+            batch["mm_token_type_ids"] = torch.cat(
+                [batch["mm_token_type_ids"], torch.zeros_like(forced_first[:, None])], 1)
+            prefix = forced_first[:, None].tolist()
+            max_new_tokens -= 1
+        if max_new_tokens <= 0:
+            return [self.processor.decode(p) for p in prefix]
+        feats = self.encode_images(batch["pixel_values"], batch["image_grid_thw"])
+        ano, maps = self.anomaly(feats.layers, feats.projected)
+        counts = [int(c) for c in batch["images_per_sample"].tolist()]
+        embeds = self.build_inputs_embeds(batch["input_ids"], ano, self._diff_tokens(counts, feats, maps))
+        generated = self.backbone.generate(
+            input_ids=batch["input_ids"],
+            inputs_embeds=embeds,
+            attention_mask=batch["attention_mask"],
+            mm_token_type_ids=batch["mm_token_type_ids"],
+            image_grid_thw=batch["image_grid_thw"],
+            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=tuple(feats.projected))},
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+        )
+        new = generated[:, batch["input_ids"].shape[1]:] if generated.shape[1] > batch["input_ids"].shape[1] else generated
+        rows = new.tolist()
+        if prefix:
+            rows = [p + r for p, r in zip(prefix, rows)]
+        return [self.processor.decode(r) for r in rows]
+
+    # ------------------------------------------------------------------ user API
+    def detect(self, image, *, max_new_tokens: int = 8, batch_size: int = 8):
+        """Is there any abnormality? ``score`` = P(Yes) from one prefill; the answer starts with the
+        token the score chose, so ``score >= 0.5`` ⇔ ``abnormal`` always holds.
+
+        Accepts a path, PIL image, array or MedicalImage, or a list of them (then returns a list).
+        """
+        items, single = _as_list(image)
+        pil = [_load_pil(x) for x in items]
+        yes = self.processor.first_token_id("Yes")
+        no = self.processor.first_token_id("No")
+        results: list[DetectionResult] = []
+        for start in range(0, len(pil), batch_size):
+            chunk = pil[start:start + batch_size]
+            batch = self.prepare([ChatExample([im], DETECTION_PROMPT) for im in chunk])
+            logits = self.next_token_logits(batch)
+            p_yes = torch.softmax(logits[:, [yes, no]], -1)[:, 0]
+            abnormal = p_yes >= 0.5
+            first = torch.where(abnormal, torch.tensor(yes), torch.tensor(no))
+            answers = self.generate(batch, max_new_tokens=max(max_new_tokens, 1), forced_first=first)
+            results += [DetectionResult(answer=a, abnormal=bool(ab), score=float(s))
+                        for a, ab, s in zip(answers, abnormal.tolist(), p_yes.tolist())]
+        return results[0] if single else results
+
+    def compare(self, prior, current, *, region: str | None = None, max_new_tokens: int = 8) -> ComparisonResult:
+        """Worsened / improved / no change between a prior and a current study (MMXU choice A/B/C)."""
+        prior_im, current_im = _load_pil(prior, role="prior"), _load_pil(current, role="current")
+        batch = self.prepare([ChatExample([prior_im, current_im], change_prompt(region))])
+        logits = self.next_token_logits(batch)[0]
+        letters = list(CHANGE_OPTIONS)
+        ids = [self.processor.first_token_id(letter) for letter in letters]
+        probs = torch.softmax(logits[ids], -1)
+        best = int(probs.argmax())
+        answer = self.generate(batch, max_new_tokens=max(max_new_tokens, 1),
+                               forced_first=torch.tensor([ids[best]]))[0]
+        return ComparisonResult(
+            answer=answer,
+            label=CHANGE_OPTIONS[letters[best]],
+            probs={CHANGE_OPTIONS[k]: float(p) for k, p in zip(letters, probs.tolist())},
+        )
+
+    @torch.no_grad()
+    def explain(self, image) -> np.ndarray:
+        """Heatmap in [0, 1] (float32) at the input image's height × width."""
+        pil = _load_pil(image)
+        batch = self.prepare([ChatExample([pil], DETECTION_PROMPT)])
+        out = self.forward(**batch, compute_lm=False, compute_heatmap=True)
+        heat = torch.sigmoid(out.heatmap_logits[0].float())[None, None]
+        heat = F.interpolate(heat, size=(pil.height, pil.width), mode="bilinear", align_corners=False)[0, 0]
+        return heat.clamp(0, 1).cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def anomaly_map(self, image) -> np.ndarray:
+        """Fused anomaly map (abnormal − normal, rescaled to [0, 1]) at the input image's size."""
+        pil = _load_pil(image)
+        batch = self.prepare([ChatExample([pil], DETECTION_PROMPT)])
+        out = self.forward(**batch, compute_lm=False)
+        amap = ((out.anomaly_maps[0].anomaly.float() + 1) / 2)[None, None]
+        amap = F.interpolate(amap, size=(pil.height, pil.width), mode="bilinear", align_corners=False)[0, 0]
+        return amap.clamp(0, 1).cpu().numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def module_state_dict(self) -> dict[str, torch.Tensor]:
+        """MEDIC-AD's own weights: the three modules and the LoRA rows (HF keys kept under ``backbone.``)."""
+        state = {}
+        for prefix, module in (("anomaly", self.anomaly), ("diff", self.diff), ("heatmap", self.heatmap)):
+            state.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+        state.update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items() if "lora_" in k})
+        if self.config.llm_adaptation == "full":
+            state.update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()
+                          if ".language_model." in f".{k}" and "embed_tokens" not in k})
+        return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+    def save_pretrained(self, directory: str | Path, *, save_backbone: bool | None = None,
+                        extra: dict[str, Any] | None = None) -> Path:
+        """Write ``medic_ad.safetensors`` + ``medic_ad_config.json`` atomically (a temp folder, then a rename).
+
+        The backbone is referenced by path; a backbone with no folder on disk (the tiny one) or
+        ``save_backbone=True`` is written to ``backbone/`` inside the checkpoint.
+        """
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            if save_backbone is None:
+                save_backbone = not Path(self.backbone_source).is_dir()
+            if save_backbone:
+                self.save_backbone(tmp / "backbone")
+                backbone_ref = "backbone"
+            else:
+                backbone_ref = str(Path(self.backbone_source).resolve())
+            save_file(self.module_state_dict(), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+            meta = {"format_version": FORMAT_VERSION, "backbone": backbone_ref, "stage": self.stage,
+                    "config": self.config.to_dict(), **(extra or {})}
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+            _replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    def save_backbone(self, directory: str | Path) -> None:
+        """Write the backbone as an ordinary Qwen2.5-VL folder: LoRA rows left out, HF keys as they were."""
+        clean = {k.replace(".base_layer.", "."): v for k, v in self.backbone.state_dict().items() if "lora_" not in k}
+        self.backbone.save_pretrained(Path(directory), state_dict=clean, safe_serialization=True)
+        self.processor.save_pretrained(Path(directory))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, device: str = "cpu",
+                        dtype: str | torch.dtype | None = "auto") -> "MedicAD":
+        """Load a folder written by :meth:`save_pretrained` (safetensors only, exact round trip)."""
+        directory = Path(directory)
+        meta = read_checkpoint_meta(directory)
+        backbone_path = Path(meta["backbone"])
+        if not backbone_path.is_absolute():
+            backbone_path = directory / backbone_path
+        try:
+            config = MedicADConfig.from_dict(meta["config"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{directory / CONFIG_FILE}: invalid config ({exc})") from None
+        backbone = load_backbone(backbone_path, dtype=dtype, device=device)
+        model = cls(backbone=backbone, config=config)
+        weights = directory / WEIGHTS_FILE
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{weights}: unreadable or truncated weights ({exc})") from None
+        model.load_module_state_dict(state, source=weights)
+        model.backbone_source = str(backbone_path)
+        model.to(device)
+        model.set_stage(meta.get("stage", 1) if meta.get("stage", 1) in (1, 2, 3) else 1)
+        model.eval()
+        return model
+
+    def load_module_state_dict(self, state: dict[str, torch.Tensor], *, source: Path | str = "state") -> None:
+        expected = self.module_state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"{source}: weights do not match this MEDIC-AD config "
+                f"(missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "
+                f"unexpected {unexpected[:3]}{'…' if len(unexpected) > 3 else ''})"
+            )
+        for key, value in state.items():
+            if value.shape != expected[key].shape:
+                raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+        groups: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            prefix, rest = key.split(".", 1)
+            groups.setdefault(prefix, {})[rest] = value
+        for prefix, module in (("anomaly", self.anomaly), ("diff", self.diff), ("heatmap", self.heatmap)):
+            module.load_state_dict(groups[prefix])
+        if "backbone" in groups:
+            self.backbone.load_state_dict(groups["backbone"], strict=False)
+
+
+def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
+    """The checkpoint's JSON, or one readable error naming what is wrong with the folder."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: MEDIC-AD checkpoint folder does not exist")
+    cfg = directory / CONFIG_FILE
+    if not cfg.is_file():
+        raise ValueError(f"{directory}: not a MEDIC-AD checkpoint (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{cfg}: unreadable JSON (truncated or corrupt)") from None
+    if not isinstance(meta, dict) or "backbone" not in meta or "config" not in meta:
+        raise ValueError(f"{cfg}: missing 'backbone' or 'config'")
+    if not (directory / WEIGHTS_FILE).is_file():
+        raise ValueError(f"{directory}: no {WEIGHTS_FILE}")
+    return meta
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Put ``src`` at ``dst``; an existing ``dst`` survives until the new one is in place."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _as_list(x) -> tuple[list, bool]:
+    if isinstance(x, (list, tuple)):
+        if not x:
+            raise ValueError("no images given")
+        return list(x), False
+    return [x], True
+
+
+def _load_pil(x, *, role: str = "image"):
+    """RGB PIL image from a path, PIL image, array or MedicalImage; a clear error before any compute."""
+    from medic_ad.data.readers import load_image_any
+
+    if x is None:
+        raise ValueError(f"{role}: missing (None)")
+    return load_image_any(x).to_pil()
+
+
+__all__ = ["MedicAD", "MedicADOutput", "DetectionResult", "ComparisonResult", "DETECTION_PROMPT", "change_prompt",
+           "BackboneLoadError"]
