@@ -1,0 +1,73 @@
+"""SLAKE (Liu et al. 2021, "SLAKE: A Semantically-Labeled Knowledge-Enhanced Dataset for Medical VQA").
+
+``Slake1.0/{train,validate,test}.json``: lists of ``{"img_id", "img_name": "xmlab102/source.jpg",
+"question", "answer", "q_lang": "en"|"zh", "location", "modality", "answer_type":
+"OPEN"|"CLOSED", "base_type", "content_type", "triple", "qid"}``; images under ``imgs/``.
+Only English questions are kept by default (``lang="en"``; ``lang=None`` keeps both).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medic_ad.data.adapters._common import BAD_ROW, peek, read_json_records, require_file
+from medic_ad.data.registry import LoadReport, register_dataset
+from medic_ad.data.schema import Sample
+
+NAME = "slake"
+SPLIT_FILES = {"train": "train.json", "val": "validate.json", "test": "test.json"}
+
+
+def detect(root: Path) -> float:
+    """1.0 when a SLAKE split file (records with q_lang) is present."""
+    for file in SPLIT_FILES.values():
+        if (root / file).is_file() and '"q_lang"' in peek(root / file, 4096):
+            return 1.0 if (root / "imgs").is_dir() else 0.4
+    return 0.0
+
+
+@register_dataset(
+    NAME,
+    detect=detect,
+    description="SLAKE: {train,validate,test}.json (img_name, question, answer, q_lang) with imgs/",
+)
+def load(root: Path, *, split: str | None, report: LoadReport, lang: str | None = "en") -> list[Sample]:
+    """SLAKE samples in language ``lang``; organ location and modality go into ``meta``."""
+    samples = []
+    for split_name, file in SPLIT_FILES.items():
+        path = root / file
+        if not path.is_file() or (split is not None and split != split_name):
+            continue
+        for i, rec in enumerate(read_json_records(path, report)):
+            report.rows += 1
+            name, question, answer = rec.get("img_name"), rec.get("question"), rec.get("answer")
+            if not isinstance(name, str) or not isinstance(question, str) or answer is None:
+                report.skip(BAD_ROW, f"{path}[{i}]")
+                continue
+            if lang is not None and rec.get("q_lang") != lang:
+                report.note(f"question not in language {lang!r}")
+                continue
+            image = root / "imgs" / name
+            if not require_file(image, report):
+                continue
+            answer_type = str(rec.get("answer_type") or "").strip().lower()
+            samples.append(
+                Sample(
+                    id=f"{NAME}/{rec.get('qid', f'{split_name}/{i}')}",
+                    images=[image],
+                    question=question.strip(),
+                    answer=str(answer).strip(),
+                    dataset=NAME,
+                    split=split_name,
+                    group=f"{NAME}/{Path(name).parent.as_posix()}",
+                    meta={
+                        "answer_type": answer_type if answer_type in ("open", "closed") else None,
+                        "content_type": rec.get("content_type"),
+                        "modality": rec.get("modality"),
+                        "body_part": rec.get("location"),
+                        "base_type": rec.get("base_type"),
+                        "q_lang": rec.get("q_lang"),
+                    },
+                )
+            )
+    return samples

@@ -1,0 +1,203 @@
+"""Task templates: a :class:`~medic_ad.data.schema.Sample` as Hugging Face chat messages + target.
+
+Messages follow the processor chat format, one ``{"type": "image"}`` placeholder per image (prior
+first) before the text::
+
+    [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+
+The model side inserts its own ``<Ano>``/``<Diff>`` tokens; templates only state the task.
+
+Tasks: ``detection`` (the paper's zero-shot prompt, Yes./No.), ``change`` (MMXU-style multiple
+choice "C: Worsened", or a plain question answered worsened / improved / no change), ``vqa``
+(the dataset's own open or closed question), ``grounding`` ("Where is the abnormality?" answered
+with the region, or a description of the mask's position).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from medic_ad.data.readers import load_mask
+from medic_ad.data.schema import Sample
+
+__all__ = [
+    "CHANGE_OPTIONS",
+    "CHANGE_QUESTION",
+    "DETECTION_ANSWERS",
+    "DETECTION_PROMPT",
+    "GROUNDING_PROMPT",
+    "MMXU_CHANGE_QUESTION",
+    "NO_ABNORMALITY",
+    "PLAIN_CHANGE_PROMPT",
+    "ChatExample",
+    "Task",
+    "change_example",
+    "describe_region",
+    "detection_example",
+    "format_options",
+    "grounding_example",
+    "make_example",
+    "user_message",
+    "vqa_example",
+]
+
+Task = Literal["detection", "change", "vqa", "grounding"]
+
+DETECTION_PROMPT = "Is there any abnormality in this image?"
+DETECTION_ANSWERS: Mapping[str, str] = {"abnormal": "Yes.", "normal": "No."}
+MMXU_CHANGE_QUESTION = "What is the condition of the {region} across the two chest CXR images?"
+CHANGE_QUESTION = "What is the condition of the {region} across the two images?"
+CHANGE_OPTIONS: Mapping[str, str] = {"A": "No significant change", "B": "Improved", "C": "Worsened"}
+CHANGE_LETTER: Mapping[str, str] = {"no change": "A", "improved": "B", "worsened": "C"}
+PLAIN_CHANGE_PROMPT = (
+    "Compared with the prior image, has the abnormality worsened, improved, or not changed? "
+    "Answer with worsened, improved or no change."
+)
+GROUNDING_PROMPT = "Where is the abnormality?"
+NO_ABNORMALITY = "There is no abnormality."
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    """The user turn in HF chat format, the target answer text, and the task name."""
+
+    messages: list[dict[str, Any]]
+    target: str
+    task: Task
+
+    @property
+    def conversation(self) -> list[dict[str, Any]]:
+        """``messages`` followed by the assistant turn holding ``target`` (for training)."""
+        reply = {"role": "assistant", "content": [{"type": "text", "text": self.target}]}
+        return [*self.messages, reply]
+
+
+def user_message(n_images: int, text: str) -> list[dict[str, Any]]:
+    """One user turn: ``n_images`` image placeholders, then ``text``."""
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
+    content.append({"type": "text", "text": text})
+    return [{"role": "user", "content": content}]
+
+
+def format_options(options: Mapping[str, str]) -> str:
+    """``"A: No significant change, B: Improved, C: Worsened."``"""
+    return ", ".join(f"{k}: {v}" for k, v in options.items()) + "."
+
+
+def detection_example(
+    sample: Sample,
+    *,
+    prompt: str = DETECTION_PROMPT,
+    answers: Mapping[str, str] = DETECTION_ANSWERS,
+) -> ChatExample:
+    """"Is there any abnormality in this image?" -> "Yes."/"No."."""
+    if sample.label is None or sample.is_pair:
+        raise ValueError(f"{sample.id}: detection needs one image with a normal/abnormal label")
+    return ChatExample(user_message(1, prompt), answers[sample.label], "detection")
+
+
+def change_example(
+    sample: Sample,
+    *,
+    multiple_choice: bool = True,
+    region: str | None = None,
+    question: str | None = None,
+) -> ChatExample:
+    """A change question over the (prior, current) pair.
+
+    Multiple choice: the sample's own question and options (MMXU), or ``CHANGE_QUESTION`` with
+    ``CHANGE_OPTIONS`` for samples that only carry a ``change`` label; the target is
+    ``"C: Worsened"``. Plain: ``PLAIN_CHANGE_PROMPT`` (or ``question``) -> ``"worsened"``.
+    """
+    if not sample.is_pair:
+        raise ValueError(f"{sample.id}: a change question needs two images")
+    if multiple_choice:
+        if sample.options is not None and sample.answer is not None:
+            options, letter = dict(sample.options), sample.answer
+            text = question or sample.question or CHANGE_QUESTION.format(region=_region(sample, region))
+        elif sample.change is not None:
+            options, letter = dict(CHANGE_OPTIONS), CHANGE_LETTER[sample.change]
+            text = question or CHANGE_QUESTION.format(region=_region(sample, region))
+        else:
+            raise ValueError(f"{sample.id}: no change label or answered options")
+        if not all(v in text for v in options.values()):
+            text = f"{text} {format_options(options)}"
+        return ChatExample(user_message(2, text), f"{letter}: {options[letter]}", "change")
+    if sample.change is None:
+        raise ValueError(f"{sample.id}: a plain change question needs a change label")
+    return ChatExample(user_message(2, question or PLAIN_CHANGE_PROMPT), sample.change, "change")
+
+
+def _region(sample: Sample, region: str | None) -> str:
+    return region or sample.region or "abnormality"
+
+
+def vqa_example(sample: Sample) -> ChatExample:
+    """The dataset's own question and answer (open or closed)."""
+    if sample.question is None or sample.answer is None:
+        raise ValueError(f"{sample.id}: VQA needs a question and an answer")
+    answer = sample.options[sample.answer] if sample.options and sample.answer in sample.options else None
+    target = f"{sample.answer}: {answer}" if answer is not None else sample.answer
+    return ChatExample(user_message(len(sample.images), sample.question), target, "vqa")
+
+
+def grounding_example(sample: Sample, *, prompt: str = GROUNDING_PROMPT) -> ChatExample:
+    """"Where is the abnormality?" -> the region, a description of the mask, or NO_ABNORMALITY."""
+    if sample.is_pair:
+        raise ValueError(f"{sample.id}: grounding needs a single image")
+    if sample.label == "normal":
+        return ChatExample(user_message(1, prompt), NO_ABNORMALITY, "grounding")
+    if sample.region:
+        return ChatExample(user_message(1, prompt), sample.region, "grounding")
+    mask_ref = sample.masks[0]
+    if mask_ref is None:
+        raise ValueError(f"{sample.id}: grounding needs a region or a mask")
+    mask = load_mask(mask_ref)
+    target = describe_region(mask) if mask.any() else NO_ABNORMALITY
+    return ChatExample(user_message(1, prompt), target, "grounding")
+
+
+def describe_region(mask: np.ndarray) -> str:
+    """Where a binary mask lies, in image terms: "A small region in the upper left of the image."
+
+    Position is the foreground centroid in thirds of the image; size is the foreground share
+    (small < 2 %, medium < 10 %, else large). Left/right are the image's, not the patient's.
+    """
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        raise ValueError("empty mask has no region")
+    h, w = mask.shape
+    row = ("upper", "middle", "lower")[min(int(3 * ys.mean() / h), 2)]
+    col = ("left", "centre", "right")[min(int(3 * xs.mean() / w), 2)]
+    share = ys.size / float(h * w)
+    size = "small" if share < 0.02 else "medium-sized" if share < 0.10 else "large"
+    where = "centre" if (row, col) == ("middle", "centre") else f"{row} {col}"
+    return f"A {size} region in the {where} of the image."
+
+
+def make_example(sample: Sample, task: Task | None = None) -> ChatExample:
+    """The example of ``task``, or of the task the sample is made for when ``task`` is None.
+
+    Inference order: answered options or a change label on a pair -> change; a question ->
+    vqa; an image label -> detection.
+    """
+    if task is None:
+        if sample.is_pair and (sample.change is not None or sample.options is not None):
+            task = "change"
+        elif sample.question is not None and sample.answer is not None:
+            task = "vqa"
+        elif sample.label is not None:
+            task = "detection"
+        else:
+            raise ValueError(f"{sample.id}: no task fits this sample (no label, change or question)")
+    builders = {
+        "detection": detection_example,
+        "change": change_example,
+        "vqa": vqa_example,
+        "grounding": grounding_example,
+    }
+    return builders[task](sample)
