@@ -10,6 +10,7 @@ import sys
 # verb module → its `add_parser(subparsers)` registers the verb and sets `func` (args -> exit code).
 _COMMANDS = [
     "medic_ad.cli.data",
+    "medic_ad.cli.train",
 ]
 
 

@@ -1,0 +1,95 @@
+"""Training losses of the three stages (design doc §5).
+
+Stage 1: the language loss on answer tokens, plus anomaly-map supervision — with a pixel mask,
+focal/BCE between each layer's patch map and the mask at patch resolution; with an image label only,
+a top-k mean of the abnormal map against the label (a normal image is normal in every patch); with
+neither, the language loss alone. Stage 3: Dice + BCE between the heatmap and the mask.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from medic_ad.models.components.anomaly_processor import AnomalyMaps
+
+
+def focal_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
+                          alpha: float | None = None) -> torch.Tensor:
+    """Mean focal loss (gamma = 0 gives plain BCE); ``alpha`` weights the positive class."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if gamma:
+        p = torch.sigmoid(logits)
+        p_t = p * target + (1 - p) * (1 - target)
+        bce = bce * (1 - p_t).pow(gamma)
+    if alpha is not None:
+        bce = bce * (alpha * target + (1 - alpha) * (1 - target))
+    return bce.mean()
+
+
+def mask_to_patches(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(H, W) mask at the processed image size → (h, w) lesion fraction per patch."""
+    return F.adaptive_avg_pool2d(mask[None, None].float(), grid)[0, 0]
+
+
+def anomaly_map_loss(
+    maps: list[AnomalyMaps],
+    masks: list[torch.Tensor | None],
+    labels: torch.Tensor,
+    *,
+    gamma: float = 2.0,
+    top_k: float = 0.1,
+) -> torch.Tensor | None:
+    """Supervision of every tapped layer's abnormal and normal maps; None when nothing supervises."""
+    terms = []
+    for m, mask, label in zip(maps, masks, labels.tolist()):
+        grid = tuple(m.abnormal.shape[-2:])
+        if mask is not None:
+            # soft patch targets: a patch a quarter covered by lesion is fully abnormal, so lesions
+            # smaller than a patch still light their patch up instead of vanishing at a 0.5 threshold
+            target = (mask_to_patches(mask.to(m.abnormal_logits.device), grid) / 0.25).clamp(0, 1)
+            target = target.expand_as(m.abnormal_logits)
+            terms.append(focal_bce_with_logits(m.abnormal_logits, target, gamma=gamma)
+                         + focal_bce_with_logits(m.normal_logits, 1 - target, gamma=gamma))
+        elif label == 0:
+            zeros = torch.zeros_like(m.abnormal_logits)
+            terms.append(focal_bce_with_logits(m.abnormal_logits, zeros, gamma=gamma)
+                         + focal_bce_with_logits(m.normal_logits, 1 - zeros, gamma=gamma))
+        elif label == 1:
+            flat = m.abnormal_logits.flatten(1)
+            k = max(1, int(round(top_k * flat.shape[1])))
+            top = flat.topk(k, dim=1).values.mean(1)
+            terms.append(F.binary_cross_entropy_with_logits(top, torch.ones_like(top)))
+    if not terms:
+        return None
+    return torch.stack(terms).mean()
+
+
+def dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Soft Dice; with ``eps`` an empty target and an empty prediction agree."""
+    inter = (probs * target).sum()
+    return 1 - (2 * inter + eps) / (probs.sum() + target.sum() + eps)
+
+
+def heatmap_loss(
+    heatmap_logits: list[torch.Tensor],
+    masks: list[torch.Tensor | None],
+    labels: torch.Tensor,
+    *,
+    dice_weight: float = 2.0,
+    bce_weight: float = 1.0,
+) -> torch.Tensor | None:
+    """Dice + BCE (2 : 1 as Citrus-V) per image with a mask; a normal image's target is empty."""
+    terms = []
+    for logits, mask, label in zip(heatmap_logits, masks, labels.tolist()):
+        if mask is None:
+            if label != 0:
+                continue
+            mask = torch.zeros_like(logits)
+        mask = mask.to(logits.device, logits.dtype)
+        probs = torch.sigmoid(logits)
+        terms.append(dice_weight * dice_loss(probs, mask)
+                     + bce_weight * F.binary_cross_entropy_with_logits(logits, mask))
+    if not terms:
+        return None
+    return torch.stack(terms).mean()

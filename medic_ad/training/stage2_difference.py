@@ -1,0 +1,36 @@
+"""Stage 2 recipe (difference): Diff Q-Former + MLP and LoRA, on prior/current pairs.
+
+Input: a stage-1 MEDIC-AD checkpoint. Loss: the language loss on the change answer
+("A: No significant change" / "B: Improved" / "C: Worsened").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from medic_ad.data.collator import Collator
+from medic_ad.training.config import TrainConfig
+from medic_ad.training.loop import TrainResult, run_training
+from medic_ad.training.mixture import build_sampler
+from medic_ad.training.stages import lm_loss, load_stage_input, model_inputs
+
+
+def main(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
+    if cfg.stage != 2:
+        raise ValueError(f"stage2_difference runs stage 2, the config says stage {cfg.stage}")
+    torch.manual_seed(cfg.seed)
+    model = load_stage_input(cfg, expected_stage=1)
+    if not model.config.use_diff:
+        raise ValueError(f"{cfg.input_checkpoint}: built with use_diff=False, it has no Diff Processor to train")
+    model.set_stage(2)
+    if cfg.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable()
+    collate = Collator(model.processor, use_diff=True, with_masks=False)
+    sampler = build_sampler(cfg)
+
+    def loss_fn(m, batch):
+        lm = lm_loss(m(**model_inputs(batch)))
+        return cfg.loss.lm_weight * lm, {"lm": lm.item()}
+
+    return run_training(cfg, model=model, loss_fn=loss_fn, collate=collate, sampler=sampler,
+                        save_final=lambda m, d: m.save_pretrained(d), resume=resume)
