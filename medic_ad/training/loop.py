@@ -69,6 +69,8 @@ def run_training(
     resume: bool = False,
 ) -> TrainResult:
     """Train ``model``'s trainable parameters for ``cfg.optim.max_steps`` steps and save the result."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_root = out / "checkpoints"
@@ -78,6 +80,9 @@ def run_training(
         cpu=not torch.cuda.is_available(),
     )
     sampler.rank, sampler.world_size = accelerator.process_index, accelerator.num_processes
+    ds_plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if ds_plugin is not None:  # no dataloader is prepared, so DeepSpeed's "auto" batch size is set here
+        ds_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.optim.batch_size
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError(f"stage {cfg.stage}: the model has no trainable parameters")

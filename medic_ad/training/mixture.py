@@ -52,6 +52,8 @@ def load_source(source: DataSource) -> Sequence[Sample]:
             raise ValueError(f"data source {source.name!r} needs a root folder")
         samples = get_dataset(source.name).load(source.root, split=source.split, **opts)
     if source.caption is not None:
+        if source.task not in (None, "vqa"):
+            raise ValueError(f"data source {source.name}: caption questions cannot be task {source.task!r}")
         samples = [modality_question(s, source.caption) for s in samples]
     if source.limit:
         samples = list(samples)[: source.limit]
