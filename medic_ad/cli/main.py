@@ -11,6 +11,9 @@ import sys
 _COMMANDS = [
     "medic_ad.cli.data",
     "medic_ad.cli.train",
+    "medic_ad.cli.demo",
+    "medic_ad.cli.predict",
+    "medic_ad.cli.serve",
 ]
 
 

@@ -122,8 +122,8 @@ def run_training(
             for micro in range(cfg.optim.grad_accum):
                 index = step * cfg.optim.grad_accum + micro
                 picked = sampler.batch_at(index)
+                torch.manual_seed(_step_seed(cfg.seed, index))  # before collate: augmentations draw from it
                 batch = collate([s for s, _ in picked], [t for _, t in picked])
-                torch.manual_seed(_step_seed(cfg.seed, index))
                 with accelerator.accumulate(model):
                     loss, parts = loss_fn(model, batch)
                     accelerator.backward(loss)

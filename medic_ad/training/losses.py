@@ -49,8 +49,10 @@ def anomaly_map_loss(
             # smaller than a patch still light their patch up instead of vanishing at a 0.5 threshold
             target = (mask_to_patches(mask.to(m.abnormal_logits.device), grid) / 0.25).clamp(0, 1)
             target = target.expand_as(m.abnormal_logits)
+            # focal + Dice as AnomalyGPT: lesions cover a few patches, so the Dice term carries them
+            dice = torch.stack([dice_loss(p, t) for p, t in zip(m.abnormal, target)]).mean()
             terms.append(focal_bce_with_logits(m.abnormal_logits, target, gamma=gamma)
-                         + focal_bce_with_logits(m.normal_logits, 1 - target, gamma=gamma))
+                         + focal_bce_with_logits(m.normal_logits, 1 - target, gamma=gamma) + dice)
         elif label == 0:
             zeros = torch.zeros_like(m.abnormal_logits)
             terms.append(focal_bce_with_logits(m.abnormal_logits, zeros, gamma=gamma)

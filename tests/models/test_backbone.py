@@ -157,3 +157,23 @@ def test_stock_logits_through_mm_encoder_outputs(tiny_backbone):
             mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=tuple(feats.projected))},
         ).logits
     assert torch.allclose(stock, ours, atol=1e-6)
+
+
+def test_tapped_features_are_in_image_raster_order():
+    """Golden: a bright block in the top-right corner changes exactly those patches' layer-0 output
+    (block 0's attention output zeroed, so every patch sees only itself)."""
+    model, processor = build_tiny_qwen2_5_vl(seed=0)
+    image = np.zeros((112, 112), np.uint8)
+    image[0:28, 84:112] = 255
+    batch = processor([ChatExample([Image.fromarray(image).convert("RGB")], "x")])
+    attn = model.model.visual.blocks[0].attn.proj
+    attn.weight.data.zero_()
+    attn.bias.data.zero_()
+    with torch.no_grad():
+        feats = VisionTap(model.model.visual)(batch["pixel_values"], batch["image_grid_thw"], capture=[0])
+    x = feats.layers[0][0]
+    changed = ((x - x[7, 0]).norm(dim=-1) > 1e-3).int()
+    expected = torch.zeros(8, 8, dtype=torch.int32)
+    expected[0:2, 6:8] = 1
+    assert feats.grids == [(8, 8)]
+    assert torch.equal(changed, expected)

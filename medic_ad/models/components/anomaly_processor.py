@@ -75,8 +75,9 @@ class AnomalyProcessor(nn.Module):
         self.soft_prompts = nn.Parameter(torch.randn(prompt_layers, num_soft_prompts, vision_dim) * 0.02)
         self.layer_norms = nn.ModuleList([nn.LayerNorm(vision_dim) for _ in range(num_layers)])
         self.layer_proj = nn.ModuleList([nn.Linear(vision_dim, anomaly_dim) for _ in range(num_layers)])
-        self.abnormal_token = nn.Parameter(torch.randn(anomaly_dim) * 0.02)
-        self.normal_token = nn.Parameter(torch.randn(anomaly_dim) * 0.02)
+        # unit-scale system tokens: the score is bilinear in token and key, so a 0.02 init stalls it
+        self.abnormal_token = nn.Parameter(torch.randn(anomaly_dim))
+        self.normal_token = nn.Parameter(torch.randn(anomaly_dim))
         self.score_query = nn.Linear(anomaly_dim, anomaly_dim)
         self.score_key = nn.Linear(anomaly_dim, anomaly_dim)
         self.score_bias = nn.Parameter(torch.zeros(2))

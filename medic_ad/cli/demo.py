@@ -1,0 +1,25 @@
+"""``medic-ad demo [--out DIR] [--quick]``: the main job on the embedded tiny default."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="train stages 0-3 on the tiny offline backbone, evaluate, write a report",
+        description="Build the tiny Qwen2.5-VL offline, pretrain it briefly (stage 0, no labels), run stages "
+                    "1 → 2 → 3 on ../shared/data and the synthetic control, evaluate held-back splits and "
+                    "write DIR/report.md, DIR/metrics.json, DIR/overlays/ and DIR/checkpoint/.")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a few steps per stage (about 2-3 minutes): what tests run")
+    p.add_argument("--data", default=None, help="shared data folder (default: $MEDIC_AD_DATA or ../shared/data)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medic_ad.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, data_dir=args.data, seed=args.seed)
+    return 0
