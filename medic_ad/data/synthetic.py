@@ -19,6 +19,8 @@ float32 arrays in [0, 1], masks uint8 0/1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -110,18 +112,22 @@ class SyntheticControl:
 
     def detection(self, n: int, *, abnormal_fraction: float = 0.5) -> list[Sample]:
         """``n`` images, ``round(n * abnormal_fraction)`` abnormal (interleaved), each with its mask."""
-        n_abnormal = round(n * abnormal_fraction)
-        spread = np.linspace(0, n - 1, n_abnormal).round().astype(int) if n_abnormal else []
-        abnormal = {int(i) for i in spread}
-        return [self._single("detection", i, i in abnormal) for i in range(n)]
+        return list(self.lazy("detection", n, abnormal_fraction=abnormal_fraction))
 
     def segmentation(self, n: int) -> list[Sample]:
         """``n`` abnormal images with lesion masks."""
-        return [self._single("segmentation", i, True) for i in range(n)]
+        return list(self.lazy("segmentation", n))
 
     def pairs(self, n: int) -> list[Sample]:
         """``n`` (prior, current) pairs cycling worsened / improved / no change, masks for both."""
-        return [self._pair(i) for i in range(n)]
+        return list(self.lazy("pairs", n))
+
+    def lazy(self, kind: str, n: int, *, abnormal_fraction: float = 0.5) -> SyntheticSamples:
+        """The same samples as ``detection``/``segmentation``/``pairs``, each rendered on access
+        (training mixtures draw a few thousand of them without rendering them all up front)."""
+        if kind not in ("detection", "segmentation", "pairs"):
+            raise ValueError(f"kind must be detection, segmentation or pairs, got {kind!r}")
+        return SyntheticSamples(self, kind, n, abnormal_fraction)
 
     # ---------------------------------------------------------------- sampling
 
@@ -295,3 +301,28 @@ class SyntheticControl:
                 "acquisition": [asdict(a) for a in acqs],
             },
         )
+
+
+class SyntheticSamples(Sequence[Sample]):
+    """A lazily rendered run of control samples; item ``i`` is always the same sample."""
+
+    def __init__(self, control: SyntheticControl, kind: str, n: int, abnormal_fraction: float = 0.5) -> None:
+        self.control, self.kind, self.n = control, kind, n
+        n_abnormal = round(n * abnormal_fraction)
+        spread = np.linspace(0, n - 1, n_abnormal).round().astype(int) if n_abnormal else []
+        self._abnormal = {int(i) for i in spread}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(f"sample index {i} out of range ({self.n} samples)")
+        i %= self.n
+        if self.kind == "pairs":
+            return self.control._pair(i)
+        if self.kind == "segmentation":
+            return self.control._single("segmentation", i, True)
+        return self.control._single("detection", i, i in self._abnormal)

@@ -30,10 +30,7 @@ def load_source(source: DataSource) -> Sequence[Sample]:
         n = int(opts.pop("n", 512))
         if opts:
             raise ValueError(f"synthetic source: unknown option(s) {', '.join(sorted(opts))}")
-        makers = {"detection": control.detection, "segmentation": control.segmentation, "pairs": control.pairs}
-        if kind not in makers:
-            raise ValueError(f"synthetic source: kind must be one of {sorted(makers)}, got {kind!r}")
-        samples: Sequence[Sample] = makers[kind](n)
+        samples: Sequence[Sample] = control.lazy(kind, n)
     elif source.name == "change_pairs":
         if source.root is None:
             raise ValueError("change_pairs source needs a root (a folder of images with lesion masks)")
@@ -56,7 +53,7 @@ def load_source(source: DataSource) -> Sequence[Sample]:
             raise ValueError(f"data source {source.name}: caption questions cannot be task {source.task!r}")
         samples = [modality_question(s, source.caption) for s in samples]
     if source.limit:
-        samples = list(samples)[: source.limit]
+        samples = samples[: source.limit]
     if len(samples) == 0:
         raise ValueError(f"data source {source.name} ({source.root}) has no samples")
     return samples
