@@ -14,6 +14,7 @@ _COMMANDS = [
     "medic_ad.cli.demo",
     "medic_ad.cli.predict",
     "medic_ad.cli.serve",
+    "medic_ad.cli.eval",
 ]
 
 
