@@ -1,0 +1,469 @@
+"""REST API: ``POST /v1/detect``, ``/v1/compare``, ``/v1/explain``, ``GET /healthz`` (FastAPI).
+
+Uploads are multipart. Before anything is decoded a request passes, in order:
+
+1. the body limit (``Content-Length``, and a byte count of the stream when it has none) -> 413;
+2. admission: at most ``max_concurrent`` jobs run in the model's worker threads and ``max_waiting``
+   wait; one more is answered ``503`` with ``Retry-After`` instead of piling up;
+3. the sanity checks of :mod:`medic_ad.serve.sanity` (magic bytes, header size, pixels, pair).
+
+Each job has a deadline (``timeout_s``): past it the client gets ``503`` (reason ``timeout``) while
+the job's slot stays taken until the thread really finishes, so a slow model cannot over-fill the
+queue. Every error is JSON ``{"error": "...", "reason": "..."}``; no traceback is ever sent. The
+uploader's file name is never read, echoed or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from medic_ad.serve.sanity import Limits, SanityError
+from medic_ad.serve.service import Service
+
+__all__ = ["Admission", "ServeSettings", "create_app"]
+
+log = logging.getLogger("medic_ad.serve.api")
+
+_STATUS_REASON = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "timeout",
+                  413: "too_large", 415: "not_an_image", 422: "invalid_request", 503: "overloaded"}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits of the server. ``max_concurrent`` model jobs at once, ``max_waiting`` more queued."""
+
+    limits: Limits = field(default_factory=Limits)
+    timeout_s: float = 60.0
+    max_concurrent: int = 1
+    max_waiting: int = 8
+    retry_after_s: int = 5
+
+    @property
+    def max_body(self) -> int:
+        return 2 * self.limits.max_bytes + 256 * 1024  # two studies and the form fields
+
+
+class Admission:
+    """A bounded queue in front of the model's worker threads.
+
+    ``try_submit`` returns None when ``max_concurrent + max_waiting`` jobs are already admitted; a
+    slot is freed when its job's thread finishes (not when its client gives up).
+    """
+
+    def __init__(self, max_concurrent: int, max_waiting: int) -> None:
+        if max_concurrent < 1 or max_waiting < 0:
+            raise ValueError("max_concurrent must be >= 1 and max_waiting >= 0")
+        self.capacity = max_concurrent + max_waiting
+        self._admitted = 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="medic-ad-model")
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    def try_submit(self, fn: Callable[[], Any]) -> Future | None:
+        with self._lock:
+            if self._admitted >= self.capacity:
+                return None
+            self._admitted += 1
+        try:
+            future = self._pool.submit(fn)
+        except RuntimeError:  # pool shut down
+            self._release(None)
+            return None
+        future.add_done_callback(self._release)
+        return future
+
+    def _release(self, _future: Future | None) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Internal(Exception):
+    pass
+
+
+class _Overloaded(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------------------ response models
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    reason: str
+
+
+class ImageInfo(BaseModel):
+    format: str
+    modality: str | None = None
+    height: int
+    width: int
+    spacing_mm: list[float] | None = None
+    photometric: str | None = None
+    n_frames: int = 1
+    orientation: str | None = None
+
+
+class DetectResponse(BaseModel):
+    answer: str
+    abnormal: bool
+    score: float
+    image: ImageInfo
+    overlay_png: str | None = None
+
+
+class HeatmapStats(BaseModel):
+    min: float
+    max: float
+    mean: float
+    peak_row_col: list[int]
+
+
+class ExplainResponse(DetectResponse):
+    heatmap: HeatmapStats
+    heatmap_png: str | None = None
+
+
+class ChangeStats(BaseModel):
+    min: float
+    max: float
+    mean: float
+    worse_fraction: float
+    better_fraction: float
+
+
+class CompareResponse(BaseModel):
+    label: Literal["worsened", "improved", "no change"]
+    answer: str
+    probs: dict[str, float]
+    change_map: ChangeStats
+    prior: ImageInfo
+    current: ImageInfo
+    sidebyside_png: str | None = None
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in ((413, "upload or image too large"), (415, "not an image"),
+                       (422, "refused by the sanity checks, or an invalid form"),
+                       (503, "overloaded or timed out; see Retry-After"))
+}
+_PNG = {"content": {"image/png": {}}, "description": "JSON, or the picture itself with ?format=png"}
+
+
+# ------------------------------------------------------------------------------------------ body limit
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over ``max_body`` bytes before they are parsed."""
+
+    def __init__(self, app: Any, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_body
+            except ValueError:
+                too_big = False
+            if too_big:
+                await self._refuse(send, f"request body of {int(declared)} bytes is over the limit of "
+                                         f"{self.max_body} bytes")
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise StarletteHTTPException(413, f"request body is over the limit of {self.max_body} bytes")
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except StarletteHTTPException as exc:
+            if exc.status_code != 413 or started:
+                raise
+            await self._refuse(send, str(exc.detail))
+
+    @staticmethod
+    async def _refuse(send: Callable, message: str) -> None:
+        response = JSONResponse({"error": message, "reason": "too_large"}, status_code=413,
+                                headers={"Connection": "close"})
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> dict:
+    return {"type": "http.disconnect"}
+
+
+# ------------------------------------------------------------------------------------------ app
+
+
+def create_app(service: Service, settings: ServeSettings | None = None, *, api: bool = True,
+               ui: bool = False) -> FastAPI:
+    """The FastAPI app: the REST API (``api``) and/or the Gradio UI mounted at ``/ui`` (``ui``)."""
+    settings = settings or ServeSettings()
+    if service.limits != settings.limits:
+        service = service.with_limits(settings.limits)  # the settings' limits rule; the model is shared
+    admission = Admission(settings.max_concurrent, settings.max_waiting)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        admission.shutdown()
+
+    app = FastAPI(
+        title="MEDIC-AD",
+        version="1",
+        description="Detect, compare and explain medical images with MEDIC-AD. Uploads are multipart; the format "
+                    "is sniffed from the bytes. Errors are JSON `{error, reason}`. Research use only: not a "
+                    "medical device.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    app.state.admission = admission
+    app.add_middleware(BodyLimit, max_body=settings.max_body)
+    _install_error_handlers(app)
+
+    async def run_job(endpoint: str, job: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        future = admission.try_submit(job)
+        if future is None:
+            log.warning("%s: 503 overloaded (%d admitted)", endpoint, admission.admitted)
+            raise _Overloaded("overloaded", f"the server is busy ({admission.capacity} requests already running "
+                                            "or queued); retry later")
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(future), timeout=settings.timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("%s: 503 timeout after %.1f s", endpoint, settings.timeout_s)
+            raise _Overloaded("timeout", f"no answer within {settings.timeout_s:g} s; retry later") from None
+        except SanityError as exc:
+            log.info("%s: %d refused (%s) in %.2f s", endpoint, exc.status_code, exc.reason,
+                     time.perf_counter() - started)
+            raise
+        except ValueError as exc:  # this code base's convention: a ValueError is about the input
+            log.info("%s: 422 unprocessable (%s)", endpoint, type(exc).__name__)
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            raise SanityError("unprocessable", first) from None
+        except Exception as exc:
+            # the type and the frames for the operator; the message is left out (it could quote input)
+            log.error("%s: internal error %s at %s", endpoint, type(exc).__name__,
+                      " <- ".join(f"{f.name}:{f.lineno}" for f in reversed(traceback.extract_tb(exc.__traceback__))))
+            raise _Internal() from None
+        log.info("%s: 200 in %.2f s", endpoint, time.perf_counter() - started)
+        return result
+
+    if api:
+        _add_routes(app, service, settings, run_job)
+
+    @app.get("/healthz", tags=["health"], summary="liveness and queue state")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model_loaded": service.model_loaded, "admitted": admission.admitted,
+                "capacity": admission.capacity}
+
+    if ui:
+        import gradio as gr
+
+        from medic_ad.serve.ui import build_ui
+
+        blocks = build_ui(service, max_waiting=settings.max_waiting)
+        gr.mount_gradio_app(app, blocks, path="/ui", footer_links=[], max_file_size=settings.limits.max_bytes)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/ui/" if ui else "/docs")
+
+    return app
+
+
+async def _read_upload(upload: UploadFile | None, field_name: str, limits: Limits) -> bytes:
+    if upload is None:
+        raise SanityError("empty_file", "no file uploaded", name=field_name)
+    data = await upload.read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        raise SanityError("too_large", f"over the {limits.max_bytes}-byte upload limit", name=field_name)
+    return data
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _add_routes(app: FastAPI, service: Service, settings: ServeSettings, run_job: Callable) -> None:
+    from medic_ad.serve.overlay import comparison_png, heatmap_png, overlay_png
+
+    limits = settings.limits
+    fmt_query = Query("json", description="`json` (default) or `png`: the picture alone")
+    alpha_query = Query(0.5, ge=0.0, le=1.0, description="heatmap opacity in pictures")
+    frame_form = Form(None, ge=0, description="frame of a multi-frame DICOM / volume of a 4-D NIfTI")
+    slice_form = Form(None, ge=0, description="NIfTI slice along `axis` (default: middle)")
+    axis_form = Form(2, ge=0, le=2, description="NIfTI axis: 0 sagittal, 1 coronal, 2 axial")
+
+    @app.post("/v1/detect", tags=["v1"], response_model=DetectResponse, response_model_exclude_none=True,
+              responses={**_ERRORS, 200: _PNG}, summary="Is there any abnormality? answer + score")
+    async def detect(
+        image: UploadFile = File(..., description="PNG, JPEG, TIFF, DICOM or NIfTI"),
+        frame: int | None = frame_form,
+        slice: int | None = slice_form,  # noqa: A002 - the form field's public name
+        axis: int = axis_form,
+        format: Literal["json", "png"] = fmt_query,  # noqa: A002
+        overlay: bool = Query(False, description="also return the heatmap overlay (base64 PNG)"),
+        alpha: float = alpha_query,
+    ) -> Any:
+        data = await _read_upload(image, "image", limits)
+        want_png = overlay or format == "png"
+
+        def job() -> tuple[dict[str, Any], bytes | None]:
+            img = service.load(data, name="image", frame=frame, slice_index=slice, axis=axis)
+            if not want_png:
+                return service.detect([img])[0].to_dict(), None
+            exp = service.explain(img)
+            d = exp.detection
+            title = f"{'abnormal' if d.abnormal else 'normal'} (score {d.score:.2f})"
+            return d.to_dict(), overlay_png(img, exp.heatmap, alpha=alpha, title=title)
+
+        result, png = await run_job("detect", job)
+        if format == "png":
+            return Response(png, media_type="image/png")
+        if png is not None:
+            result["overlay_png"] = _b64(png)
+        return result
+
+    @app.post("/v1/explain", tags=["v1"], response_model=ExplainResponse, response_model_exclude_none=True,
+              responses={**_ERRORS, 200: _PNG}, summary="Heatmap overlay + answer + score")
+    async def explain(
+        image: UploadFile = File(..., description="PNG, JPEG, TIFF, DICOM or NIfTI"),
+        frame: int | None = frame_form,
+        slice: int | None = slice_form,  # noqa: A002
+        axis: int = axis_form,
+        format: Literal["json", "png"] = fmt_query,  # noqa: A002
+        alpha: float = alpha_query,
+        heatmap: bool = Query(False, description="also return the raw heatmap as 8-bit grey PNG (base64)"),
+    ) -> Any:
+        data = await _read_upload(image, "image", limits)
+
+        def job() -> tuple[dict[str, Any], bytes, bytes | None]:
+            img = service.load(data, name="image", frame=frame, slice_index=slice, axis=axis)
+            exp = service.explain(img)
+            d = exp.detection
+            title = f"{'abnormal' if d.abnormal else 'normal'} (score {d.score:.2f})"
+            raw = heatmap_png(exp.heatmap) if heatmap else None
+            return exp.to_dict(), overlay_png(img, exp.heatmap, alpha=alpha, title=title), raw
+
+        result, png, raw = await run_job("explain", job)
+        if format == "png":
+            return Response(png, media_type="image/png")
+        result["overlay_png"] = _b64(png)
+        if raw is not None:
+            result["heatmap_png"] = _b64(raw)
+        return result
+
+    @app.post("/v1/compare", tags=["v1"], response_model=CompareResponse, response_model_exclude_none=True,
+              responses={**_ERRORS, 200: _PNG},
+              summary="Worsened / improved / no change between two studies, with the change map")
+    async def compare(
+        prior: UploadFile = File(..., description="the earlier study"),
+        current: UploadFile = File(..., description="the later study"),
+        region: str | None = Form(None, description="region named in the question, e.g. 'left lower lung zone'"),
+        frame: int | None = frame_form,
+        slice: int | None = slice_form,  # noqa: A002
+        axis: int = axis_form,
+        format: Literal["json", "png"] = fmt_query,  # noqa: A002
+        alpha: float = alpha_query,
+    ) -> Any:
+        prior_data = await _read_upload(prior, "prior", limits)
+        current_data = await _read_upload(current, "current", limits)
+
+        def job() -> tuple[dict[str, Any], bytes]:
+            a = service.load(prior_data, name="prior", frame=frame, slice_index=slice, axis=axis)
+            b = service.load(current_data, name="current", frame=frame, slice_index=slice, axis=axis)
+            res = service.compare(a, b, region=region)
+            title = f"{res.label} (p = {res.probs[res.label]:.2f})"
+            return res.to_dict(), comparison_png(a, b, res.prior_map, res.current_map, change=res.change,
+                                                 alpha=alpha, title=title)
+
+        result, png = await run_job("compare", job)
+        if format == "png":
+            return Response(png, media_type="image/png")
+        result["sidebyside_png"] = _b64(png)
+        return result
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SanityError)
+    async def _sanity(_request: Request, exc: SanityError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+    @app.exception_handler(_Overloaded)
+    async def _overloaded(_request: Request, exc: _Overloaded) -> JSONResponse:
+        retry = str(app.state.settings.retry_after_s)
+        return JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=503, headers={"Retry-After": retry})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = _STATUS_REASON.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal")
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 400 and "parsing the body" in detail:
+            detail = "malformed multipart body"
+        return JSONResponse({"error": detail, "reason": reason}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:3]:
+            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query"))
+            parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+        return JSONResponse({"error": "invalid request: " + "; ".join(parts), "reason": "invalid_request"},
+                            status_code=422)
+
+    @app.exception_handler(_Internal)
+    async def _internal(_request: Request, _exc: _Internal) -> JSONResponse:
+        return JSONResponse({"error": "internal error; the server log names it", "reason": "internal"},
+                            status_code=500)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error %s at %s", type(exc).__name__,
+                  " <- ".join(f"{f.name}:{f.lineno}" for f in reversed(traceback.extract_tb(exc.__traceback__))))
+        return JSONResponse({"error": "internal error; the server log names it", "reason": "internal"},
+                            status_code=500)

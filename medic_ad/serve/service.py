@@ -1,0 +1,295 @@
+"""One path from an input to a result, shared by the CLI, the REST API and the web UI.
+
+    load (file or upload bytes) -> sanity checks -> model -> plain results (+ pictures on request)
+
+:class:`Service` owns the model (loaded lazily, so bad inputs are refused before a checkpoint is
+read) and one lock around it: the model is not re-entrant, so the API's worker threads and the UI's
+handlers take turns. Uploaded bytes go to a private temp file that is deleted as soon as it is
+decoded; results carry only safe image metadata (:class:`~medic_ad.data.readers.ImageMeta`), never
+a file name or a DICOM header field.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from medic_ad.data.readers import MedicalImage
+from medic_ad.serve.overlay import change_map
+from medic_ad.serve.sanity import Limits, SanityError, check_image, check_pair, load_checked
+
+if TYPE_CHECKING:
+    from medic_ad.models.medic_ad import MedicAD
+
+__all__ = [
+    "NO_MODEL_MESSAGE",
+    "Comparison",
+    "Detection",
+    "Explanation",
+    "Service",
+    "clean_region",
+    "image_info",
+    "load_model",
+    "resolve_checkpoint",
+]
+
+log = logging.getLogger("medic_ad.serve")
+
+NO_MODEL_MESSAGE = "no model given and no demo checkpoint found; run `medic-ad demo` or pass --model DIR"
+MAX_REGION_CHARS = 120
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+def resolve_checkpoint(model: str | Path | None) -> Path:
+    """``model``, else ``$MEDIC_AD_MODEL`` or the demo checkpoint; checks the folder is a checkpoint."""
+    from medic_ad.models.medic_ad import read_checkpoint_meta
+    from medic_ad.paths import default_checkpoint
+
+    path = Path(model) if model is not None else default_checkpoint()
+    if path is None:
+        raise ValueError(NO_MODEL_MESSAGE)
+    read_checkpoint_meta(path)  # one clear error for a missing or broken folder, before any input is read
+    return path
+
+
+_MODELS: dict[tuple[str, str, float], "MedicAD"] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def load_model(path: str | Path, *, device: str = "cpu") -> "MedicAD":
+    """A checkpoint loaded once per process (keyed by folder, device and the config's mtime)."""
+    from medic_ad.models.medic_ad import CONFIG_FILE, MedicAD
+
+    path = Path(path).resolve()
+    key = (str(path), device, (path / CONFIG_FILE).stat().st_mtime)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            started = time.perf_counter()
+            _MODELS[key] = MedicAD.from_pretrained(path, device=device)
+            log.info("model loaded in %.1f s", time.perf_counter() - started)
+        return _MODELS[key]
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def image_info(image: MedicalImage) -> dict[str, Any]:
+    """The safe facts about an input that results report (no names, no patient fields)."""
+    meta = image.meta
+    return {
+        "format": meta.source_format,
+        "modality": meta.modality,
+        "height": int(image.pixels.shape[0]),
+        "width": int(image.pixels.shape[1]),
+        "spacing_mm": list(meta.spacing) if meta.spacing else None,
+        "photometric": meta.photometric,
+        "n_frames": meta.n_frames,
+        "orientation": meta.orientation,
+    }
+
+
+@dataclass
+class Detection:
+    answer: str
+    abnormal: bool
+    score: float
+    image: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answer": self.answer, "abnormal": self.abnormal, "score": round(self.score, 6), "image": self.image}
+
+
+@dataclass
+class Explanation:
+    detection: Detection
+    heatmap: np.ndarray  # float32 H x W in [0, 1], at the input's size
+
+    def to_dict(self) -> dict[str, Any]:
+        h = self.heatmap
+        peak = np.unravel_index(int(np.argmax(h)), h.shape)
+        stats = {"min": float(h.min()), "max": float(h.max()), "mean": float(h.mean()),
+                 "peak_row_col": [int(peak[0]), int(peak[1])]}
+        return {**self.detection.to_dict(), "heatmap": {k: (round(v, 6) if isinstance(v, float) else v)
+                                                        for k, v in stats.items()}}
+
+
+@dataclass
+class Comparison:
+    label: str
+    answer: str
+    probs: dict[str, float]
+    prior_map: np.ndarray
+    current_map: np.ndarray
+    change: np.ndarray  # current - prior, at the current study's size, in [-1, 1]
+    prior: dict[str, Any] = field(default_factory=dict)
+    current: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.change
+        return {
+            "label": self.label,
+            "answer": self.answer,
+            "probs": {k: round(v, 6) for k, v in self.probs.items()},
+            "change_map": {"min": round(float(c.min()), 6), "max": round(float(c.max()), 6),
+                           "mean": round(float(c.mean()), 6),
+                           "worse_fraction": round(float((c > 0.05).mean()), 6),
+                           "better_fraction": round(float((c < -0.05).mean()), 6)},
+            "prior": self.prior,
+            "current": self.current,
+        }
+
+
+def clean_region(region: str | None) -> str | None:
+    """The ``--region`` text of a comparison question: one short printable line, or None."""
+    if region is None:
+        return None
+    text = " ".join(str(region).split())
+    if not text:
+        return None
+    if len(text) > MAX_REGION_CHARS or not text.isprintable():
+        raise SanityError("bad_option", f"region must be one printable line of at most {MAX_REGION_CHARS} "
+                                        "characters", name="region")
+    return text
+
+
+# ------------------------------------------------------------------------------------------ service
+
+
+class Service:
+    """Inputs to results. ``model`` is a :class:`MedicAD` or a zero-argument callable that loads one."""
+
+    def __init__(
+        self,
+        model: "MedicAD | Callable[[], MedicAD]",
+        *,
+        limits: Limits = Limits(),
+        batch_size: int = 8,
+        tmp_dir: str | Path | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self._model = None if callable(model) and not hasattr(model, "detect") else model
+        self._loader = model if self._model is None else None
+        self.limits = limits
+        self.batch_size = batch_size
+        self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else None
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_checkpoint(cls, model: str | Path | None = None, *, device: str = "cpu", lazy: bool = False,
+                        **kwargs: Any) -> "Service":
+        path = resolve_checkpoint(model)
+        service = cls(lambda: load_model(path, device=device), **kwargs)
+        if not lazy:
+            _ = service.model
+        return service
+
+    def with_limits(self, limits: Limits) -> "Service":
+        """A service with other limits that shares this one's model and its lock."""
+        other = Service.__new__(Service)
+        other.__dict__.update(self.__dict__)
+        other.limits = limits
+        return other
+
+    @property
+    def model(self) -> "MedicAD":
+        with self._lock:
+            if self._model is None:
+                self._model = self._loader()  # type: ignore[misc]
+            return self._model
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
+
+    # -------------------------------------------------------------------------------- inputs
+    def load(self, source: str | Path | bytes, *, name: str, frame: int | None = None,
+             slice_index: int | None = None, axis: int = 2) -> MedicalImage:
+        """Sanity-check and decode a file or uploaded bytes; raises :class:`SanityError` on refusal.
+
+        ``name`` is how messages refer to the input (a path on the CLI, a form field in the API).
+        """
+        for option, value in (("frame", frame), ("slice", slice_index)):
+            if value is not None and value < 0:
+                raise SanityError("bad_option", f"{option} must be 0 or more, got {value}", name=name)
+        if axis not in (0, 1, 2):
+            raise SanityError("bad_option", f"axis must be 0, 1 or 2, got {axis}", name=name)
+        if not isinstance(source, (bytes, bytearray, memoryview)):
+            return load_checked(source, limits=self.limits, name=name, frame=frame, slice_index=slice_index,
+                                axis=axis)
+        data = bytes(source)
+        if len(data) > self.limits.max_bytes:
+            raise SanityError("too_large", f"{len(data)} bytes is over the {self.limits.max_bytes}-byte upload limit",
+                              name=name)
+        if self.tmp_dir is not None:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # a random name: the uploader's file name is never used (it may carry a patient's name)
+        fd, tmp = tempfile.mkstemp(prefix="medic-ad-upload-", dir=self.tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            return load_checked(tmp, limits=self.limits, name=name, frame=frame, slice_index=slice_index, axis=axis)
+        finally:
+            os.unlink(tmp)
+
+    def check(self, image: MedicalImage, *, name: str) -> MedicalImage:
+        """The pixel checks alone, for images that arrive already decoded (arrays, PIL)."""
+        return check_image(image, limits=self.limits, name=name)
+
+    # -------------------------------------------------------------------------------- model calls
+    def detect(self, images: Sequence[MedicalImage], *, batch_size: int | None = None) -> list[Detection]:
+        """Answer, abnormal flag and score P(abnormal) for each image, in batches."""
+        if not images:
+            return []
+        started = time.perf_counter()
+        with self._lock:
+            raw = self.model.detect(list(images), batch_size=batch_size or self.batch_size)
+        log.info("detect: %d image(s) in %.2f s", len(images), time.perf_counter() - started)
+        return [Detection(answer=_printable(r.answer), abnormal=bool(r.abnormal), score=float(r.score),
+                          image=image_info(im))
+                for r, im in zip(raw, images)]
+
+    def explain(self, image: MedicalImage) -> Explanation:
+        """Detection plus the heatmap at the input's size."""
+        started = time.perf_counter()
+        with self._lock:
+            detection = self.detect([image])[0]
+            heat = self.model.explain(image)
+        log.info("explain: heatmap %dx%d in %.2f s", heat.shape[1], heat.shape[0], time.perf_counter() - started)
+        return Explanation(detection=detection, heatmap=_checked_map(heat, image))
+
+    def compare(self, prior: MedicalImage, current: MedicalImage, *, region: str | None = None) -> Comparison:
+        """Worsened / improved / no change, both anomaly maps and the change map (current - prior)."""
+        check_pair(prior, current)
+        region = clean_region(region)
+        started = time.perf_counter()
+        with self._lock:
+            result = self.model.compare(prior, current, region=region)
+            prior_map = _checked_map(self.model.anomaly_map(prior), prior)
+            current_map = _checked_map(self.model.anomaly_map(current), current)
+        log.info("compare: %s in %.2f s", result.label, time.perf_counter() - started)
+        return Comparison(label=result.label, answer=_printable(result.answer), probs=dict(result.probs),
+                          prior_map=prior_map, current_map=current_map, change=change_map(prior_map, current_map),
+                          prior=image_info(prior), current=image_info(current))
+
+
+def _printable(text: str) -> str:
+    """The model's words without control characters (a barely trained model emits them)."""
+    return "".join(ch if ch.isprintable() else " " for ch in str(text)).strip()
+
+
+def _checked_map(values: np.ndarray, image: MedicalImage) -> np.ndarray:
+    values = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    from medic_ad.serve.overlay import resize_map
+
+    return np.clip(resize_map(values, image.pixels.shape[:2]), 0, 1)

@@ -1,0 +1,1 @@
+"""Generator of the bad-input corpus (files are written at test time, never committed)."""

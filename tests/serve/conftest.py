@@ -1,0 +1,96 @@
+"""Fixtures of the serving tests: the bad-input corpus, real inputs, a service on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bad_inputs.generate import write_bad_pairs, write_corpus, write_good  # noqa: E402
+from serve_helpers import SECRET_ID, SECRET_NAME  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bad_corpus(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    folder = tmp_path_factory.mktemp("bad_inputs")
+    return folder, write_corpus(folder)
+
+
+@pytest.fixture(scope="session")
+def bad_pairs(tmp_path_factory):
+    return write_bad_pairs(tmp_path_factory.mktemp("bad_pairs"))
+
+
+@pytest.fixture(scope="session")
+def good_images(tmp_path_factory) -> list[Path]:
+    return write_good(tmp_path_factory.mktemp("good"), 2)
+
+
+@pytest.fixture(scope="session")
+def dicom_file():
+    """A real DICOM from pydicom's test data (never downloaded)."""
+    from pydicom.data import get_testdata_file
+
+    def get(name: str) -> Path:
+        path = get_testdata_file(name, download=False)
+        if path is None:
+            pytest.skip(f"{name} is not installed (pydicom-data)")
+        return Path(path)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def br35h(shared_data) -> list[Path]:
+    files = sorted((shared_data / "br35h" / "yes").glob("*.png"))[:3]
+    if not files:
+        pytest.skip("no br35h/yes images")
+    return files
+
+
+@pytest.fixture(scope="session")
+def cxr_pair(shared_data) -> tuple[Path, Path]:
+    import csv
+
+    with open(shared_data / "cxr_pairs" / "pairs.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    images = shared_data / "cxr_pairs" / "images"
+    return images / Path(row["prior"]).name, images / Path(row["current"]).name
+
+
+@pytest.fixture(scope="session")
+def service(tiny_checkpoint, tmp_path_factory):
+    from medic_ad.serve.service import Service
+
+    return Service.from_checkpoint(tiny_checkpoint, tmp_dir=tmp_path_factory.mktemp("service_tmp"))
+
+
+@pytest.fixture
+def private_dicom(tmp_path, dicom_file) -> Path:
+    """CT_small with the patient fields of a real patient: "Doe^Jane" / "MRN12345"."""
+    import pydicom
+
+    ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    ds.PatientName = SECRET_NAME
+    ds.PatientID = SECRET_ID
+    ds.OtherPatientIDs = SECRET_ID
+    ds.PatientBirthDate = "19600101"
+    path = tmp_path / "inputs" / "study.dcm"
+    path.parent.mkdir()
+    ds.save_as(path)
+    assert SECRET_NAME.encode() in path.read_bytes()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The tiny model gains nothing from a second intra-op thread on 2 shared cores; spinning costs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

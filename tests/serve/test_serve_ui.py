@@ -1,0 +1,47 @@
+"""The UI's handlers (what the browser triggers) on real studies, refusals and redraws; the Blocks build."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medic_ad.serve.ui import build_ui, compare_studies, detect_study, redraw_comparison, redraw_overlay
+
+
+def test_detect_study_shows_answer_score_and_overlay(service, br35h) -> None:
+    md, label, picture, state = detect_study(service, br35h[0].read_bytes(), alpha=0.5)
+    assert md.startswith("### Answer: ") and "P(abnormal)" in md
+    assert set(label) == {"abnormal", "normal"} and abs(sum(label.values()) - 1) < 1e-6
+    assert picture.ndim == 3 and picture.dtype == np.uint8
+    faint, strong = redraw_overlay(state, 0.0), redraw_overlay(state, 1.0)
+    assert faint.shape == strong.shape == picture.shape and not np.array_equal(faint, strong)
+    assert redraw_overlay(None, 0.5) is None
+
+
+def test_refusals_are_readable(service, bad_corpus) -> None:
+    folder, expected = bad_corpus
+    for name in ("blank.png", "page_renamed.png", "strip_1x2000.png", "truncated.dcm"):
+        md, label, picture, state = detect_study(service, (folder / name).read_bytes())
+        assert md.startswith("### Refused") and f"`{expected[name]}`" in md
+        assert label is None and picture is None and state is None
+        assert str(folder) not in md
+    md, *_ = detect_study(service, None)
+    assert "no file uploaded" in md
+
+
+def test_compare_studies_and_pair_refusal(service, cxr_pair, bad_pairs) -> None:
+    prior, current = cxr_pair
+    md, probs, picture, state = compare_studies(service, prior.read_bytes(), current.read_bytes(), "right lung")
+    assert md.startswith("### Answer: ") and "Change map" in md
+    assert set(probs) == {"worsened", "improved", "no change"}
+    assert picture.shape[1] > 2 * picture.shape[0]
+    assert redraw_comparison(state, 0.9).shape == picture.shape
+    ct, mr, reason = bad_pairs["ct_vs_mr"]
+    md, probs, picture, _ = compare_studies(service, ct.read_bytes(), mr.read_bytes())
+    assert "Refused" in md and reason in md and picture is None
+
+
+def test_build_ui(service) -> None:
+    demo = build_ui(service)
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"study-file", "detect-button", "detect-answer", "opacity", "overlay", "prior-file", "current-file",
+            "compare-button", "sidebyside"} <= ids
