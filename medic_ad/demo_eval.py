@@ -7,12 +7,10 @@ drawn with a seed the training never used.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from medic_ad.eval.metrics import change_metrics, detection_metrics, pixel_metrics
 
@@ -211,17 +209,3 @@ def write_report(path: Path, metrics: dict[str, Any], overlays: list[str]) -> No
 
 __all__ = ["evaluate_all", "ablations_on_control", "render_overlays", "write_report", "detection_metrics_for"]
 
-
-def _json_ready(obj: Any) -> Any:  # numpy scalars from metric functions
-    if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if torch.is_tensor(obj):
-        return obj.tolist()
-    return obj
-
-
-json_ready = _json_ready
