@@ -49,8 +49,8 @@ def test_detect_one_png_json(cli, shared_data) -> None:
     assert isinstance(row["answer"], str)
 
 
-def test_detect_folder_batches_refusals_as_rows(cli, tmp_path, shared_data, cli_corpus) -> None:
-    corpus, expected = cli_corpus
+def test_detect_folder_batches_refusals_as_rows(cli, tmp_path, shared_data, bad_corpus) -> None:
+    corpus, expected = bad_corpus
     folder = tmp_path / "studies"
     (folder / "brain").mkdir(parents=True)
     for p in sorted((shared_data / "br35h" / "yes").glob("*.png"))[:3]:
@@ -126,19 +126,19 @@ def test_compare_real_pair_writes_side_by_side(cli, tmp_path, shared_data) -> No
     ("US1_UNCR.dcm", []),         # ultrasound, RGB
     ("emri_small.dcm", ["--frame", "3"]),  # multi-frame MR
 ])
-def test_detect_real_dicoms(cli, testdata, name, extra) -> None:
-    code, out, err = cli("detect", testdata(name), "--json", *extra)
+def test_detect_real_dicoms(cli, dicom_file, name, extra) -> None:
+    code, out, err = cli("detect", dicom_file(name), "--json", *extra)
     assert code == 0, err
     row = json.loads(out)
     assert row["status"] == "ok" and row["image"]["format"] == "dicom"
 
 
-def test_compare_and_explain_real_dicom(cli, testdata, tmp_path) -> None:
-    ct = testdata("CT_small.dcm")
+def test_compare_and_explain_real_dicom(cli, dicom_file, tmp_path) -> None:
+    ct = dicom_file("CT_small.dcm")
     code, out, err = cli("compare", ct, ct, "-o", tmp_path / "ct.png", "--json")
     assert code == 0, err
     assert json.loads(out)["prior"]["modality"] == "CT"
-    code, out, err = cli("explain", testdata("MR_small.dcm"), "-o", tmp_path / "mr.png")
+    code, out, err = cli("explain", dicom_file("MR_small.dcm"), "-o", tmp_path / "mr.png")
     assert code == 0, err
     assert (tmp_path / "mr.png").is_file()
 
@@ -160,9 +160,9 @@ def test_nifti_slice_option(cli, tmp_path) -> None:
 # ------------------------------------------------------------------------------------------ refusals
 
 
-def test_bad_corpus_is_refused_by_every_verb(cli, cli_corpus, tmp_path) -> None:
+def test_bad_corpus_is_refused_by_every_verb(cli, bad_corpus, tmp_path) -> None:
     """Each of the >= 30 corpus files: exit 2, one line naming the reason, no traceback, nothing written."""
-    corpus, expected = cli_corpus
+    corpus, expected = bad_corpus
     assert len(expected) >= 30
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -182,8 +182,8 @@ def test_bad_corpus_is_refused_by_every_verb(cli, cli_corpus, tmp_path) -> None:
     assert list(out_dir.iterdir()) == []
 
 
-def test_bad_pairs_are_refused(cli, cli_bad_pairs, tmp_path) -> None:
-    for name, (prior, current, reason) in cli_bad_pairs.items():
+def test_bad_pairs_are_refused(cli, bad_pairs, tmp_path) -> None:
+    for name, (prior, current, reason) in bad_pairs.items():
         out = tmp_path / f"{name}.png"
         code, stdout, err = cli("compare", prior, current, "-o", out)
         assert code == 2, (name, err)
@@ -191,11 +191,11 @@ def test_bad_pairs_are_refused(cli, cli_bad_pairs, tmp_path) -> None:
         assert not out.exists() and not stdout
 
 
-def test_refused_named_file_leaves_existing_output_untouched(cli, cli_corpus, cli_good, tmp_path) -> None:
-    corpus, _ = cli_corpus
+def test_refused_named_file_leaves_existing_output_untouched(cli, bad_corpus, good_images, tmp_path) -> None:
+    corpus, _ = bad_corpus
     out = tmp_path / "results.csv"
     out.write_text("previous results\n")
-    code, _, err = cli("detect", cli_good[0], corpus / "blank.png", "--out", out)
+    code, _, err = cli("detect", good_images[0], corpus / "blank.png", "--out", out)
     assert code == 2 and "refused (blank_image)" in _one_clean_line(err)
     assert out.read_text() == "previous results\n"
     _no_leftovers(tmp_path)
@@ -210,24 +210,24 @@ def test_refused_named_file_leaves_existing_output_untouched(cli, cli_corpus, cl
     (("compare", "{good}", "{good}", "--region", "x" * 500), "refused (bad_option)"),
     (("detect", "{empty_dir}"), "no files in this folder"),
 ])
-def test_option_errors(cli, cli_good, tmp_path, argv, phrase) -> None:
+def test_option_errors(cli, good_images, tmp_path, argv, phrase) -> None:
     (tmp_path / "empty").mkdir()
-    args = [a.format(good=cli_good[0], tmp=tmp_path, empty_dir=tmp_path / "empty") for a in argv]
+    args = [a.format(good=good_images[0], tmp=tmp_path, empty_dir=tmp_path / "empty") for a in argv]
     code, _, err = cli(*args)
     assert code == 2
     assert phrase in _one_clean_line(err)
 
 
-def test_no_model_gives_the_demo_hint(cli, cli_good, monkeypatch) -> None:
+def test_no_model_gives_the_demo_hint(cli, good_images, monkeypatch) -> None:
     import medic_ad.paths
 
     monkeypatch.setattr(medic_ad.paths, "default_checkpoint", lambda: None)
-    code, _, err = cli("detect", cli_good[0], model=False)
+    code, _, err = cli("detect", good_images[0], model=False)
     assert code == 2
     assert _one_clean_line(err) == ("medic-ad: error: no model given and no demo checkpoint found; run `medic-ad demo` "
                                     "or pass --model DIR")
 
 
-def test_broken_model_folder_is_one_line(cli, cli_good, tmp_path) -> None:
-    code, _, err = cli("detect", cli_good[0], "--model", tmp_path, model=False)
+def test_broken_model_folder_is_one_line(cli, good_images, tmp_path) -> None:
+    code, _, err = cli("detect", good_images[0], "--model", tmp_path, model=False)
     assert code == 2 and "not a MEDIC-AD checkpoint" in _one_clean_line(err)

@@ -9,38 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bad_inputs.generate import write_bad_pairs, write_corpus, write_good  # noqa: E402
 from serve_helpers import SECRET_ID, SECRET_NAME  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def bad_corpus(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    folder = tmp_path_factory.mktemp("bad_inputs")
-    return folder, write_corpus(folder)
-
-
-@pytest.fixture(scope="session")
-def bad_pairs(tmp_path_factory):
-    return write_bad_pairs(tmp_path_factory.mktemp("bad_pairs"))
-
-
-@pytest.fixture(scope="session")
-def good_images(tmp_path_factory) -> list[Path]:
-    return write_good(tmp_path_factory.mktemp("good"), 2)
-
-
-@pytest.fixture(scope="session")
-def dicom_file():
-    """A real DICOM from pydicom's test data (never downloaded)."""
-    from pydicom.data import get_testdata_file
-
-    def get(name: str) -> Path:
-        path = get_testdata_file(name, download=False)
-        if path is None:
-            pytest.skip(f"{name} is not installed (pydicom-data)")
-        return Path(path)
-
-    return get
 
 
 @pytest.fixture(scope="session")
