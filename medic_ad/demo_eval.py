@@ -96,7 +96,7 @@ def ablations_on_control(out: Path, *, plan, backbone: Path, seed: int = 0) -> d
     for name, switch in variants.items():
         slug = name.split(" ")[0] if not switch else "_".join(f"{k}-{v}" for k, v in switch.items())
         common = {"tensorboard": False, "progress": False, "seed": seed, "checkpoint_every": 0}
-        optim = {"lr": 1.0e-3, "max_steps": plan.ablation_steps, "batch_size": plan.batch_size, "warmup_steps": 5}
+        optim = {"lr": 3.0e-3, "max_steps": plan.ablation_steps, "batch_size": plan.batch_size, "warmup_steps": 10}
         s1 = train(load_config(base={
             "stage": 1, "input_checkpoint": str(backbone), "output_dir": str(out / slug / "stage1"),
             "model": {**base_model, **switch}, "optim": optim, **common,
@@ -104,7 +104,7 @@ def ablations_on_control(out: Path, *, plan, backbone: Path, seed: int = 0) -> d
         }))
         s2 = train(load_config(base={
             "stage": 2, "input_checkpoint": str(s1.output), "output_dir": str(out / slug / "stage2"),
-            "optim": optim, **common,
+            "optim": {**optim, "lr": 1.0e-3, "max_steps": plan.ablation_change_steps}, **common,
             "data": [{"name": "synthetic", "task": "change", "options": {"kind": "pairs", "n": 1024, "seed": 2, "size": CONTROL_SIZE}}],
         }))
         print(f"[demo] ablation {name}: evaluating", flush=True)

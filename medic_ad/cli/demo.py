@@ -12,6 +12,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "1 → 2 → 3 on ../shared/data and the synthetic control, evaluate held-back splits and "
                     "write DIR/report.md, DIR/metrics.json, DIR/overlays/ and DIR/checkpoint/.")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--compare-start", type=int, default=0, metavar="STEPS",
+                   help="also train stage 1 for STEPS steps from the random and from the stage-0 backbone and "
+                        "compare them on Br35H val (what stage 0 buys; adds minutes)")
     p.add_argument("--quick", action="store_true", help="a few steps per stage (about 2-3 minutes): what tests run")
     p.add_argument("--data", default=None, help="shared data folder (default: $MEDIC_AD_DATA or ../shared/data)")
     p.add_argument("--seed", type=int, default=0)
@@ -21,5 +24,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from medic_ad.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, data_dir=args.data, seed=args.seed)
+    run_demo(args.out, quick=args.quick, data_dir=args.data, seed=args.seed, compare_start=args.compare_start)
     return 0

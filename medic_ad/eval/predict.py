@@ -146,7 +146,8 @@ def predict_task(model: Any, task: TaskSpec, samples: Any, out_path: str | Path,
                  overwrite: bool = False, stop_after: int | None = None) -> PredictSummary:
     """Predict every sample of ``samples`` not yet in ``out_path`` and append one line each.
 
-    ``stop_after`` ends the run after that many new samples (tests use it to simulate a kill).
+    ``stop_after`` ends the run after that many new samples (tests use it to simulate a kill). A model
+    with ``merge_lora`` (MEDIC-AD) gets its LoRA merged for inference; ``set_stage(1|2)`` unmerges it.
     """
     from medic_ad.eval.samples import sample_ids
 
@@ -157,6 +158,8 @@ def predict_task(model: Any, task: TaskSpec, samples: Any, out_path: str | Path,
     if task.kind == "grounding" and not getattr(model, "supports_heatmaps", True):
         raise ValueError(f"model {model_name!r} is a bare backbone with no heatmap decoder; "
                          "grounding needs a MEDIC-AD checkpoint")
+    if callable(getattr(model, "merge_lora", None)):
+        model.merge_lora()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if overwrite and out_path.exists():

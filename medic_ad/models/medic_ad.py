@@ -12,19 +12,24 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from peft.tuners.lora import LoraLayer
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
+from medic_ad.data.templates import CHANGE_LETTER, CHANGE_QUESTION, DETECTION_PROMPT, format_options
+from medic_ad.data.templates import CHANGE_OPTIONS as CHANGE_OPTION_TEXT  # letter -> option text
 from medic_ad.models.builders import (
     build_anomaly_processor,
     build_diff_processor,
@@ -38,9 +43,7 @@ from medic_ad.models.qwen2_5_vl.backbone import Backbone, BackboneLoadError, Vis
 from medic_ad.models.qwen2_5_vl.processing import ChatExample
 from medic_ad.models.qwen2_5_vl.tiny import TinyBackboneConfig, build_tiny_qwen2_5_vl
 
-DETECTION_PROMPT = "Is there any abnormality in this image?"
-CHANGE_OPTIONS = {"A": "no change", "B": "improved", "C": "worsened"}
-CHANGE_OPTION_TEXT = {"A": "No significant change", "B": "Improved", "C": "Worsened"}
+CHANGE_OPTIONS = {letter: change for change, letter in CHANGE_LETTER.items()}  # "A" -> "no change", ...
 CONFIG_FILE = "medic_ad_config.json"
 WEIGHTS_FILE = "medic_ad.safetensors"
 FORMAT_VERSION = 1
@@ -48,10 +51,8 @@ STAGES = (0, 1, 2, 3)
 
 
 def change_prompt(region: str | None = None) -> str:
-    """MMXU-style multiple-choice question about a prior/current pair."""
-    where = region or "abnormality"
-    options = ", ".join(f"{k}: {v}" for k, v in CHANGE_OPTION_TEXT.items())
-    return f"What is the condition of the {where} across the two images? {options}."
+    """MMXU-style multiple-choice question about a prior/current pair (the data templates' wording)."""
+    return f"{CHANGE_QUESTION.format(region=region or 'abnormality')} {format_options(CHANGE_OPTION_TEXT)}"
 
 
 @dataclass
@@ -87,6 +88,59 @@ class ComparisonResult:
     answer: str
     label: str
     probs: dict[str, float]
+
+
+@dataclass
+class ChoiceAnswers:
+    """What :meth:`MedicAD.generate_choice` gives per row.
+
+    probs: (B, k) softmax over the k choice tokens' first-answer logits (float32, CPU).
+    chosen: (B,) index into the choices of the token the answer starts with (the argmax).
+    answers: the decoded answers.
+    """
+
+    probs: torch.Tensor
+    chosen: torch.Tensor
+    answers: list[str]
+
+
+class FirstTokenChoice(LogitsProcessor):
+    """At the first generated position: softmax over the choice tokens' logits, then force their argmax.
+
+    The probabilities come from the logits the LM head produced (captured by :meth:`watch`), not from
+    the scores ``generate`` hands over: processors of the checkpoint's generation config (e.g. a
+    ``repetition_penalty``) run before custom ones and would otherwise change them. The forcing runs
+    last, so it wins. Later positions are left alone. One instance serves one ``generate`` call.
+    """
+
+    def __init__(self, choices: Sequence[int]) -> None:
+        self.choices = [int(c) for c in choices]
+        self.probs: torch.Tensor | None = None
+        self.chosen: torch.Tensor | None = None
+        self._raw: torch.Tensor | None = None
+
+    @contextmanager
+    def watch(self, head: nn.Module) -> Iterator["FirstTokenChoice"]:
+        """Keep the last-position logits of ``head``'s first call (the prefill) while inside."""
+
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            if self._raw is None:
+                self._raw = output[:, -1].float()
+
+        handle = head.register_forward_hook(hook)
+        try:
+            yield self
+        finally:
+            handle.remove()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.chosen is not None:
+            return scores
+        logits = scores if self._raw is None else self._raw.to(scores.device)
+        self.probs = torch.softmax(logits[:, self.choices], -1)
+        self.chosen = self.probs.argmax(-1)  # ties: the first choice, so P(first) >= 0.5 <=> chosen == 0
+        token = torch.tensor(self.choices, device=scores.device)[self.chosen]
+        return torch.full_like(scores, float("-inf")).scatter_(1, token[:, None], 0.0)
 
 
 class MedicAD(nn.Module):
@@ -146,14 +200,58 @@ class MedicAD(nn.Module):
     def lora_parameters(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.backbone.named_parameters() if "lora_" in n}
 
+    def _lora_layers(self) -> list[LoraLayer]:
+        return [m for m in self.backbone.modules() if isinstance(m, LoraLayer)]
+
+    @property
+    def lora_merged(self) -> bool:
+        """Whether the LoRA deltas are folded into the LLM's projections (see :meth:`merge_lora`)."""
+        return any(layer.merged for layer in self._lora_layers())
+
+    @torch.no_grad()
+    def merge_lora(self) -> "MedicAD":
+        """Fold LoRA into the projection weights (peft ``LoraLayer.merge``) for inference.
+
+        Same logits to float rounding, without the adapters' extra matmuls. Undone by
+        :meth:`unmerge_lora`, and by ``set_stage(1)``/``set_stage(2)`` (training needs the adapters);
+        saving writes the same checkpoint as unmerged. A no-op without LoRA or when already merged.
+        """
+        for layer in self._lora_layers():
+            if not layer.merged:
+                layer.merge()
+        return self
+
+    @torch.no_grad()
+    def unmerge_lora(self) -> "MedicAD":
+        """Take the LoRA deltas back out of the projection weights (peft ``LoraLayer.unmerge``)."""
+        for layer in self._lora_layers():
+            if layer.merged:
+                layer.unmerge()
+        return self
+
+    @contextmanager
+    def _lora_unmerged(self) -> Iterator[None]:
+        """Unmerged inside (the base weights as they were, to float rounding), merged again after."""
+        merged = self.lora_merged
+        if merged:
+            self.unmerge_lora()
+        try:
+            yield
+        finally:
+            if merged:
+                self.merge_lora()
+
     def set_stage(self, stage: int) -> None:
         """Make exactly the parameters of ``stage`` trainable.
 
         1: soft prompts, system tokens, Anomaly Q-Former + MLP, LLM adaptation.
         2: Diff Q-Former + MLP, LLM adaptation.  3: heatmap decoder only.
+        Stages 1 and 2 train LoRA, so a merged model is unmerged first.
         """
         if stage not in (1, 2, 3):
             raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
+        if stage in (1, 2):
+            self.unmerge_lora()
         for p in self.parameters():
             p.requires_grad_(False)
         module = {1: self.anomaly, 2: self.diff, 3: self.heatmap}[stage]
@@ -210,8 +308,8 @@ class MedicAD(nn.Module):
         if compute_heatmap:
             out.heatmap_logits = [
                 self.heatmap(layers=feats.layers[i], projected=feats.projected[i], ano_tokens=ano_tokens[i],
-                             anomaly_map=maps[i].anomaly, out_size=self._pixel_size(feats.grids[i]))
-                for i in range(len(maps))
+                             anomaly_map=maps[i].anomaly, out_size=self._pixel_size(feats.grids[i]), image=image)
+                for i, image in enumerate(self.unpatchify(pixel_values, image_grid_thw))
             ]
         if compute_lm:
             input_ids = input_ids.to(device)
@@ -230,6 +328,23 @@ class MedicAD(nn.Module):
             out.loss, out.logits = lm.loss, lm.logits
         return out
 
+    def unpatchify(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> list[torch.Tensor]:
+        """The processed images (C, H, W) back from Qwen2.5-VL's packed patch rows (first temporal frame).
+
+        The image processor writes each image's patches as (t, h/m, w/m, m, m, C, T, P, P) rows; this
+        undoes that order, so the heatmap decoder sees the pixels its map is drawn on.
+        """
+        vision = self.backbone.config.vision_config
+        m, p = int(vision.spatial_merge_size), int(vision.patch_size)
+        t_size = int(getattr(vision, "temporal_patch_size", 2))
+        images, start = [], 0
+        for t, h, w in image_grid_thw.tolist():
+            rows = pixel_values[start:start + t * h * w]
+            start += t * h * w
+            x = rows.reshape(t, h // m, w // m, m, m, -1, t_size, p, p)[0, ..., 0, :, :]  # (h/m, w/m, m, m, C, P, P)
+            images.append(x.permute(4, 0, 2, 5, 1, 3, 6).reshape(x.shape[4], h * p, w * p).to(self.device))
+        return images
+
     def _pixel_size(self, grid: tuple[int, int]) -> tuple[int, int]:
         return grid[0] * self.tap.patch_size, grid[1] * self.tap.patch_size
 
@@ -245,6 +360,8 @@ class MedicAD(nn.Module):
             [maps[c].modulated for _, c in pairs],
             [feats.projected[p] for p, _ in pairs],
             [feats.projected[c] for _, c in pairs],
+            [maps[p].anomaly for p, _ in pairs],
+            [maps[c].anomaly for _, c in pairs],
         )
 
     def build_inputs_embeds(
@@ -279,7 +396,10 @@ class MedicAD(nn.Module):
     def generate(
         self, batch: dict[str, torch.Tensor], *, max_new_tokens: int = 32, forced_first: torch.Tensor | None = None
     ) -> list[str]:
-        """Greedy answers. ``forced_first`` (B,) fixes each answer's first token (score-consistent answers)."""
+        """Greedy answers. ``forced_first`` (B,) fixes each answer's first token (score-consistent answers).
+
+        To score choice tokens and answer in one pass, use :meth:`generate_choice`.
+        """
         batch = {k: v.to(self.device) for k, v in batch.items()}
         prefix = []
         if forced_first is not None:
@@ -293,6 +413,34 @@ class MedicAD(nn.Module):
             max_new_tokens -= 1
         if max_new_tokens <= 0:
             return [self.processor.decode(p) for p in prefix]
+        rows = self._generate_rows(batch, max_new_tokens=max_new_tokens)
+        if prefix:
+            rows = [p + r for p, r in zip(prefix, rows)]
+        return [self.processor.decode(r) for r in rows]
+
+    @torch.no_grad()
+    def generate_choice(
+        self, batch: dict[str, torch.Tensor], choices: Sequence[int], *, max_new_tokens: int = 8
+    ) -> ChoiceAnswers:
+        """Score the ``choices`` tokens as the first answer token and answer, in one ``generate``.
+
+        ``probs`` = softmax over the choices' logits at the first answer position, the same numbers as
+        from :meth:`next_token_logits`; each answer starts with the argmax choice (forced by
+        :class:`FirstTokenChoice`), the tokens after it are greedy. One vision pass and one prefill.
+        """
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        choice = FirstTokenChoice(choices)
+        with choice.watch(self.backbone.get_output_embeddings()):
+            rows = self._generate_rows(batch, max_new_tokens=max(max_new_tokens, 1),
+                                       logits_processor=LogitsProcessorList([choice]))
+        if choice.probs is None:
+            raise RuntimeError("generate produced no first step; no choice was scored")
+        return ChoiceAnswers(probs=choice.probs.float().cpu(), chosen=choice.chosen.cpu(),
+                             answers=[self.processor.decode(r) for r in rows])
+
+    def _generate_rows(self, batch: dict[str, torch.Tensor], *, max_new_tokens: int,
+                       logits_processor: LogitsProcessorList | None = None) -> list[list[int]]:
+        """Greedy new token ids per row: one vision pass, then the backbone's ``generate``."""
         feats = self.encode_images(batch["pixel_values"], batch["image_grid_thw"])
         ano, maps = self.anomaly(feats.layers, feats.projected)
         counts = [int(c) for c in batch["images_per_sample"].tolist()]
@@ -306,17 +454,16 @@ class MedicAD(nn.Module):
             mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=tuple(feats.projected))},
             max_new_tokens=max_new_tokens,
             do_sample=False,
+            logits_processor=logits_processor,
         )
         new = generated[:, batch["input_ids"].shape[1]:] if generated.shape[1] > batch["input_ids"].shape[1] else generated
-        rows = new.tolist()
-        if prefix:
-            rows = [p + r for p, r in zip(prefix, rows)]
-        return [self.processor.decode(r) for r in rows]
+        return new.tolist()
 
     # ------------------------------------------------------------------ user API
     def detect(self, image, *, max_new_tokens: int = 8, batch_size: int = 8):
-        """Is there any abnormality? ``score`` = P(Yes) from one prefill; the answer starts with the
-        token the score chose, so ``score >= 0.5`` ⇔ ``abnormal`` always holds.
+        """Is there any abnormality? ``score`` = P(Yes) against P(No) of the first answer token; the
+        answer starts with the token the score chose, so ``score >= 0.5`` ⇔ ``abnormal`` always holds.
+        One ``generate`` per batch scores and answers (:meth:`generate_choice`).
 
         Accepts a path, PIL image, array or MedicalImage, or a list of them (then returns a list).
         """
@@ -328,28 +475,21 @@ class MedicAD(nn.Module):
         for start in range(0, len(pil), batch_size):
             chunk = pil[start:start + batch_size]
             batch = self.prepare([ChatExample([im], DETECTION_PROMPT) for im in chunk])
-            logits = self.next_token_logits(batch)
-            p_yes = torch.softmax(logits[:, [yes, no]], -1)[:, 0]
-            abnormal = p_yes >= 0.5
-            first = torch.where(abnormal, torch.tensor(yes), torch.tensor(no))
-            answers = self.generate(batch, max_new_tokens=max(max_new_tokens, 1), forced_first=first)
-            results += [DetectionResult(answer=a, abnormal=bool(ab), score=float(s))
-                        for a, ab, s in zip(answers, abnormal.tolist(), p_yes.tolist())]
+            out = self.generate_choice(batch, [yes, no], max_new_tokens=max_new_tokens)
+            results += [DetectionResult(answer=a, abnormal=c == 0, score=float(s))
+                        for a, c, s in zip(out.answers, out.chosen.tolist(), out.probs[:, 0].tolist())]
         return results[0] if single else results
 
     def compare(self, prior, current, *, region: str | None = None, max_new_tokens: int = 8) -> ComparisonResult:
         """Worsened / improved / no change between a prior and a current study (MMXU choice A/B/C)."""
         prior_im, current_im = _load_pil(prior, role="prior"), _load_pil(current, role="current")
         batch = self.prepare([ChatExample([prior_im, current_im], change_prompt(region))])
-        logits = self.next_token_logits(batch)[0]
         letters = list(CHANGE_OPTIONS)
         ids = [self.processor.first_token_id(letter) for letter in letters]
-        probs = torch.softmax(logits[ids], -1)
-        best = int(probs.argmax())
-        answer = self.generate(batch, max_new_tokens=max(max_new_tokens, 1),
-                               forced_first=torch.tensor([ids[best]]))[0]
+        out = self.generate_choice(batch, ids, max_new_tokens=max_new_tokens)
+        probs, best = out.probs[0], int(out.chosen[0])
         return ComparisonResult(
-            answer=answer,
+            answer=out.answers[0],
             label=CHANGE_OPTIONS[letters[best]],
             probs={CHANGE_OPTIONS[k]: float(p) for k, p in zip(letters, probs.tolist())},
         )
@@ -415,15 +555,24 @@ class MedicAD(nn.Module):
         return directory
 
     def save_backbone(self, directory: str | Path) -> None:
-        """Write the backbone as an ordinary Qwen2.5-VL folder: LoRA rows left out, HF keys as they were."""
-        clean = {k.replace(".base_layer.", "."): v for k, v in self.backbone.state_dict().items() if "lora_" not in k}
-        self.backbone.save_pretrained(Path(directory), state_dict=clean, safe_serialization=True)
+        """Write the backbone as an ordinary Qwen2.5-VL folder: LoRA rows left out, HF keys as they were.
+
+        A merged model is unmerged while writing, so the folder holds the base weights (to the merge's
+        float rounding: in bf16 that is up to one bf16 step; save an unmerged model for exact files).
+        """
+        with self._lora_unmerged():
+            clean = {k.replace(".base_layer.", "."): v for k, v in self.backbone.state_dict().items()
+                     if "lora_" not in k}
+            self.backbone.save_pretrained(Path(directory), state_dict=clean, safe_serialization=True)
         self.processor.save_pretrained(Path(directory))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str = "cpu",
-                        dtype: str | torch.dtype | None = "auto") -> "MedicAD":
-        """Load a folder written by :meth:`save_pretrained` (safetensors only, exact round trip)."""
+                        dtype: str | torch.dtype | None = "auto", merge_lora: bool = False) -> "MedicAD":
+        """Load a folder written by :meth:`save_pretrained` (safetensors only, exact round trip).
+
+        ``merge_lora=True`` folds LoRA into the weights (:meth:`merge_lora`): for inference only.
+        """
         directory = Path(directory)
         meta = read_checkpoint_meta(directory)
         backbone_path = Path(meta["backbone"])
@@ -445,6 +594,8 @@ class MedicAD(nn.Module):
         model.to(device)
         model.set_stage(meta.get("stage", 1) if meta.get("stage", 1) in (1, 2, 3) else 1)
         model.eval()
+        if merge_lora:
+            model.merge_lora()
         return model
 
     def load_module_state_dict(self, state: dict[str, torch.Tensor], *, source: Path | str = "state") -> None:
@@ -467,7 +618,8 @@ class MedicAD(nn.Module):
         for prefix, module in (("anomaly", self.anomaly), ("diff", self.diff), ("heatmap", self.heatmap)):
             module.load_state_dict(groups[prefix])
         if "backbone" in groups:
-            self.backbone.load_state_dict(groups["backbone"], strict=False)
+            with self._lora_unmerged():  # new LoRA rows: a merged model is merged again with them
+                self.backbone.load_state_dict(groups["backbone"], strict=False)
 
 
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
@@ -517,5 +669,5 @@ def _load_pil(x, *, role: str = "image"):
     return load_image_any(x).to_pil()
 
 
-__all__ = ["MedicAD", "MedicADOutput", "DetectionResult", "ComparisonResult", "DETECTION_PROMPT", "change_prompt",
-           "BackboneLoadError"]
+__all__ = ["MedicAD", "MedicADOutput", "DetectionResult", "ComparisonResult", "ChoiceAnswers", "FirstTokenChoice",
+           "CHANGE_OPTIONS", "DETECTION_PROMPT", "change_prompt", "BackboneLoadError"]

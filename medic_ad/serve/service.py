@@ -67,7 +67,8 @@ _MODELS_LOCK = threading.Lock()
 
 
 def load_model(path: str | Path, *, device: str = "cpu") -> "MedicAD":
-    """A checkpoint loaded once per process (keyed by folder, device and the config's mtime)."""
+    """A checkpoint loaded once per process (keyed by folder, device and the config's mtime), LoRA merged:
+    serving never trains it."""
     from medic_ad.models.medic_ad import CONFIG_FILE, MedicAD
 
     path = Path(path).resolve()
@@ -75,7 +76,7 @@ def load_model(path: str | Path, *, device: str = "cpu") -> "MedicAD":
     with _MODELS_LOCK:
         if key not in _MODELS:
             started = time.perf_counter()
-            _MODELS[key] = MedicAD.from_pretrained(path, device=device)
+            _MODELS[key] = MedicAD.from_pretrained(path, device=device, merge_lora=True)
             log.info("model loaded in %.1f s", time.perf_counter() - started)
         return _MODELS[key]
 

@@ -1,4 +1,5 @@
-"""Stage 2 recipe (difference): Diff Q-Former + MLP and LoRA, on prior/current pairs.
+"""Stage 2 recipe (difference): Diff Q-Former + MLP and LoRA, on prior/current pairs (configs may
+replay detection questions so the shared LoRA keeps stage 1's answers).
 
 Input: a stage-1 MEDIC-AD checkpoint. Loss: the language loss on the change answer
 ("A: No significant change" / "B: Improved" / "C: Worsened").

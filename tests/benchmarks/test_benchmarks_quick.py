@@ -75,6 +75,7 @@ def test_overhead_result_has_every_variant_and_ratio(quick_run):
     assert tokens["medic_single"] - tokens["backbone_single"] == 16
     assert tokens["medic_pair"] - tokens["backbone_pair"] == 48
     assert r["profile_top_ops"]["medic_ano_diff"]
+    assert "merge_lora()" in data["config"]["lora_merged"]  # the *_nolora variants are the real merged model
 
 
 def test_prefill_vs_generate_checks_agreement(quick_run):
@@ -84,6 +85,7 @@ def test_prefill_vs_generate_checks_agreement(quick_run):
     assert set(agree["generated"]) <= {"yes", "no", "other"}
     assert all(_finite(v["median"]) for v in r["speedup_generate_over_prefill"].values())
     assert all(v["images_per_s"] > 0 for v in r["throughput_by_batch"].values())
+    assert r["detect_api"]["max_abs_score_diff_vs_prefill"] <= 1e-5  # detect()'s one pass scores as the prefill
 
 
 def test_data_path_covers_png_and_dicom(quick_run):

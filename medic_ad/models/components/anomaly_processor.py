@@ -78,11 +78,16 @@ class AnomalyProcessor(nn.Module):
         # unit-scale system tokens: the score is bilinear in token and key, so a 0.02 init stalls it
         self.abnormal_token = nn.Parameter(torch.randn(anomaly_dim))
         self.normal_token = nn.Parameter(torch.randn(anomaly_dim))
+        # patch keys see their 3×3 neighbourhood (depthwise) and pass a 2-layer MLP: a linear key on a
+        # frozen tower's patch features cannot tell a small lesion from the anatomy around it
+        self.patch_context = nn.Conv2d(anomaly_dim, anomaly_dim, 3, padding=1, groups=anomaly_dim)
         self.score_query = nn.Linear(anomaly_dim, anomaly_dim)
-        self.score_key = nn.Linear(anomaly_dim, anomaly_dim)
+        self.score_key = two_layer_mlp(anomaly_dim, anomaly_dim)
         self.score_bias = nn.Parameter(torch.zeros(2))
         self.query_proj = nn.Linear(anomaly_dim, qformer_dim)
         self.query_pos = nn.Parameter(torch.randn(pool_size * pool_size, qformer_dim) * 0.02)
+        # each query also carries its cell's peak anomaly, so a lesion of one patch is not averaged away
+        self.peak_embed = nn.Parameter(torch.randn(qformer_dim))
         self.qformer = QFormer(dim=qformer_dim, memory_dim=llm_dim, num_layers=qformer_layers, num_heads=qformer_heads)
         self.out_mlp = two_layer_mlp(qformer_dim, llm_dim)
 
@@ -105,8 +110,9 @@ class AnomalyProcessor(nn.Module):
         projected = torch.stack(
             [proj(norm(x.to(dtype))) for x, norm, proj in zip(layers, self.layer_norms, self.layer_proj)]
         )  # (L, h, w, d)
+        context = self.patch_context(projected.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         tokens = self.score_query(torch.stack([self.abnormal_token, self.normal_token]))  # (2, d)
-        keys = self.score_key(projected)
+        keys = self.score_key(projected + context)
         logits = torch.einsum("lhwd,sd->slhw", keys, tokens) / math.sqrt(tokens.shape[-1])
         logits = logits + self.score_bias.view(2, 1, 1, 1)
         abnormal, normal = torch.sigmoid(logits[0]), torch.sigmoid(logits[1])
@@ -128,6 +134,11 @@ class AnomalyProcessor(nn.Module):
         grid = F.adaptive_avg_pool2d(modulated.permute(2, 0, 1).unsqueeze(0), size)
         return grid[0].flatten(1).transpose(0, 1)
 
+    def peaks(self, anomaly: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """Peak of the (h, w) anomaly map in each cell of the pooling grid, (size²,)."""
+        size = size or self.pool_size
+        return F.adaptive_max_pool2d(anomaly[None, None], size).flatten()
+
     def forward(
         self, layers: list[list[torch.Tensor]], projected: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[AnomalyMaps]]:
@@ -139,7 +150,8 @@ class AnomalyProcessor(nn.Module):
         """
         maps = [self.compute_maps(image_layers) for image_layers in layers]
         queries = torch.stack([self.pool(m.modulated) for m in maps])
-        queries = self.query_proj(queries) + self.query_pos
+        peaks = torch.stack([self.peaks(m.anomaly) for m in maps])
+        queries = self.query_proj(queries) + self.query_pos + peaks.unsqueeze(-1) * self.peak_embed
         memory, padding = pad_sequences([p.to(queries.dtype) for p in projected])
         tokens = self.out_mlp(self.qformer(queries, memory, padding))
         return tokens, maps

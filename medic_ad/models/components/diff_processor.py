@@ -1,7 +1,8 @@
 """Diff Processor (MEDIC-AD §2, Stage 2): two studies' modulated features → ``<Diff>`` tokens.
 
 Queries are the pooled (current − prior) modulated features, together with each study's pooled
-features, plus learned query embeddings; the Diff Q-Former's keys/values are both studies' f_p tokens
+features, plus an embedding of how much of each cell the two anomaly maps mark (prior, current, their
+difference, and the log-ratio of the whole lesion burden), plus learned query embeddings; the Diff Q-Former's keys/values are both studies' f_p tokens
 with a learned study-index embedding; a 2-layer MLP maps the result into the LLM space. The tokens
 are appended after the question (Eq. 3).
 """
@@ -38,6 +39,7 @@ class DiffProcessor(nn.Module):
         super().__init__()
         self.pool_size = pool_size
         self.query_in = nn.Linear(3 * anomaly_dim, qformer_dim)
+        self.burden_in = nn.Linear(4, qformer_dim)
         self.query_embed = nn.Parameter(torch.randn(pool_size * pool_size, qformer_dim) * 0.02)
         self.study_embed = nn.Parameter(torch.randn(2, llm_dim) * 0.02)
         self.qformer = QFormer(dim=qformer_dim, memory_dim=llm_dim, num_layers=qformer_layers, num_heads=qformer_heads)
@@ -51,19 +53,33 @@ class DiffProcessor(nn.Module):
         grid = F.adaptive_avg_pool2d(x.permute(2, 0, 1).unsqueeze(0), self.pool_size)
         return grid[0].flatten(1).transpose(0, 1)
 
+    def burden(self, prior_anomaly: torch.Tensor, current_anomaly: torch.Tensor) -> torch.Tensor:
+        """(pool², 4): per cell the share marked abnormal in the prior, the current and their difference,
+        and (same in every cell) the log-ratio of the two images' total marked area."""
+        p, c = (F.adaptive_avg_pool2d(a.clamp(min=0)[None, None], self.pool_size).flatten()
+                for a in (prior_anomaly, current_anomaly))
+        ratio = torch.log((c.mean() + 1e-2) / (p.mean() + 1e-2)).expand_as(p)
+        return torch.stack([c - p, p, c, ratio], dim=-1)
+
     def forward(
         self,
         prior_modulated: list[torch.Tensor],
         current_modulated: list[torch.Tensor],
         prior_projected: list[torch.Tensor],
         current_projected: list[torch.Tensor],
+        prior_anomaly: list[torch.Tensor] | None = None,
+        current_anomaly: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``<Diff>`` tokens (n_pairs, pool², llm_dim) from per-pair (h, w, d) features and f_p tokens."""
+        """``<Diff>`` tokens (n_pairs, pool², llm_dim) from per-pair (h, w, d) features, (h, w) anomaly
+        maps and f_p tokens."""
         queries = []
         for prior, current in zip(prior_modulated, current_modulated):
             p, c = self._pool(prior), self._pool(current)
             queries.append(torch.cat([c - p, p, c], dim=-1))
         q = self.query_in(torch.stack(queries)) + self.query_embed
+        if prior_anomaly is not None and current_anomaly is not None:
+            q = q + self.burden_in(torch.stack([self.burden(p, c).to(q.dtype)
+                                                for p, c in zip(prior_anomaly, current_anomaly)]))
         memory, padding = pad_sequences(
             [
                 torch.cat([fp.to(q.dtype) + self.study_embed[0], fc.to(q.dtype) + self.study_embed[1]])

@@ -2,7 +2,9 @@
 
 A fusion block combines the encoder's intermediate patch features, f_p(V*) (upsampled from the
 merged grid) and the anomaly map, then lets every position cross-attend to the image's ``<Ano>``
-tokens; a compact ConvNeXt-V2 head refines and upsamples it to a one-channel map at the input size.
+tokens; a compact ConvNeXt-V2 head refines and upsamples it; at the input size a small convolutional
+stem over the processed image itself joins it (patch features are 14 px coarse, lesion edges are not)
+before the one-channel map.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class HeatmapDecoder(nn.Module):
         num_heads: heads of the fusion cross-attention to ``<Ano>``.
         depth: ConvNeXt blocks at patch resolution.
         merge_size: side of a merge unit (f_p grid = patch grid / merge_size).
+        image_channels: channels of the processed image fed to the pixel stem.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class HeatmapDecoder(nn.Module):
         num_heads: int = 4,
         depth: int = 2,
         merge_size: int = 2,
+        image_channels: int = 3,
     ) -> None:
         super().__init__()
         self.merge_size = merge_size
@@ -81,7 +85,9 @@ class HeatmapDecoder(nn.Module):
         self.blocks = nn.Sequential(*[ConvNeXtV2Block(dim=dim) for _ in range(depth)])
         self.up1 = nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1), nn.GELU(), ConvNeXtV2Block(dim=dim // 2))
         self.up2 = nn.Sequential(nn.Conv2d(dim // 2, dim // 4, 3, padding=1), nn.GELU())
-        self.head = nn.Conv2d(dim // 4, 1, 1)
+        self.pixel_stem = nn.Sequential(nn.Conv2d(image_channels, dim // 4, 3, padding=1), nn.GELU(),
+                                        nn.Conv2d(dim // 4, dim // 4, 3, padding=1))
+        self.head = nn.Sequential(nn.Conv2d(dim // 2, dim // 4, 3, padding=1), nn.GELU(), nn.Conv2d(dim // 4, 1, 1))
 
     def forward(
         self,
@@ -91,6 +97,7 @@ class HeatmapDecoder(nn.Module):
         ano_tokens: torch.Tensor,
         anomaly_map: torch.Tensor,
         out_size: tuple[int, int],
+        image: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Heatmap logits (H, W) of one image.
 
@@ -100,9 +107,10 @@ class HeatmapDecoder(nn.Module):
             ano_tokens: the image's ``<Ano>`` tokens (k, llm_dim).
             anomaly_map: (h, w) fused anomaly map.
             out_size: (H, W) of the processed input image.
+            image: the processed (normalised) image (C, H, W); zeros when not given.
         """
         h, w, _ = layers[0].shape
-        dtype = self.head.weight.dtype
+        dtype = self.pixel_stem[0].weight.dtype
         x = sum(proj(f.to(dtype)) for proj, f in zip(self.layer_proj, layers))
         fp = self.projected_proj(projected.to(dtype)).view(h // self.merge_size, w // self.merge_size, -1)
         fp = fp.repeat_interleave(self.merge_size, 0).repeat_interleave(self.merge_size, 1)
@@ -113,5 +121,10 @@ class HeatmapDecoder(nn.Module):
         x = self.blocks(seq.view(1, h, w, -1).permute(0, 3, 1, 2))
         x = self.up1(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
         x = self.up2(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
-        x = F.interpolate(self.head(x), size=out_size, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
+        if image is None:
+            image = x.new_zeros(1, self.pixel_stem[0].in_channels, *out_size)
+        else:
+            image = image.to(dtype).unsqueeze(0)
+        x = self.head(torch.cat([x, self.pixel_stem(image)], dim=1))
         return x[0, 0]
