@@ -360,8 +360,8 @@ class MedicAD(nn.Module):
             [maps[c].modulated for _, c in pairs],
             [feats.projected[p] for p, _ in pairs],
             [feats.projected[c] for _, c in pairs],
-            [maps[p].anomaly for p, _ in pairs],
-            [maps[c].anomaly for _, c in pairs],
+            [maps[p].lesion_share for p, _ in pairs],
+            [maps[c].lesion_share for _, c in pairs],
         )
 
     def build_inputs_embeds(

@@ -1,7 +1,9 @@
 """Training losses of the three stages (design doc §5).
 
 Stage 1: the language loss on answer tokens, plus anomaly-map supervision — with a pixel mask,
-focal/BCE between each layer's patch map and the mask at patch resolution; with an image label only,
+focal loss + Dice between each layer's abnormal map and the mask at patch resolution (a patch a quarter
+covered counts as abnormal), and BCE between the normal map and each patch's normal share (so
+1 − normal estimates how much of a patch is lesion: the Diff Processor's burden); with an image label only,
 a top-k mean of the abnormal map against the label (a normal image is normal in every patch); with
 neither, the language loss alone. Stage 3: Dice + BCE between the heatmap and the mask.
 """
@@ -47,12 +49,12 @@ def anomaly_map_loss(
         if mask is not None:
             # soft patch targets: a patch a quarter covered by lesion is fully abnormal, so lesions
             # smaller than a patch still light their patch up instead of vanishing at a 0.5 threshold
-            target = (mask_to_patches(mask.to(m.abnormal_logits.device), grid) / 0.25).clamp(0, 1)
-            target = target.expand_as(m.abnormal_logits)
+            fraction = mask_to_patches(mask.to(m.abnormal_logits.device), grid).expand_as(m.abnormal_logits)
+            target = (fraction / 0.25).clamp(0, 1)
             # focal + Dice as AnomalyGPT: lesions cover a few patches, so the Dice term carries them
             dice = torch.stack([dice_loss(p, t) for p, t in zip(m.abnormal, target)]).mean()
             terms.append(focal_bce_with_logits(m.abnormal_logits, target, gamma=gamma)
-                         + focal_bce_with_logits(m.normal_logits, 1 - target, gamma=gamma) + dice)
+                         + F.binary_cross_entropy_with_logits(m.normal_logits, 1 - fraction) + dice)
         elif label == 0:
             zeros = torch.zeros_like(m.abnormal_logits)
             terms.append(focal_bce_with_logits(m.abnormal_logits, zeros, gamma=gamma)

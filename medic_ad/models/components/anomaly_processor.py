@@ -37,6 +37,11 @@ class AnomalyMaps:
     normal_logits: torch.Tensor
     modulated: torch.Tensor
 
+    @property
+    def lesion_share(self) -> torch.Tensor:
+        """(h, w) estimated share of each patch covered by lesion: 1 − normal, mean over layers."""
+        return 1.0 - self.normal.mean(0)
+
 
 class AnomalyProcessor(nn.Module):
     """Detect module of MEDIC-AD.

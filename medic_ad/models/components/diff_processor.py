@@ -1,8 +1,8 @@
 """Diff Processor (MEDIC-AD §2, Stage 2): two studies' modulated features → ``<Diff>`` tokens.
 
 Queries are the pooled (current − prior) modulated features, together with each study's pooled
-features, plus an embedding of how much of each cell the two anomaly maps mark (prior, current, their
-difference, and the log-ratio of the whole lesion burden), plus learned query embeddings; the Diff Q-Former's keys/values are both studies' f_p tokens
+features, plus an embedding of the lesion burden the Anomaly Processor's maps estimate (per cell the
+prior's and the current's lesion share and their difference, and the log-ratio of the two lesion areas), plus learned query embeddings; the Diff Q-Former's keys/values are both studies' f_p tokens
 with a learned study-index embedding; a 2-layer MLP maps the result into the LLM space. The tokens
 are appended after the question (Eq. 3).
 """
@@ -53,12 +53,12 @@ class DiffProcessor(nn.Module):
         grid = F.adaptive_avg_pool2d(x.permute(2, 0, 1).unsqueeze(0), self.pool_size)
         return grid[0].flatten(1).transpose(0, 1)
 
-    def burden(self, prior_anomaly: torch.Tensor, current_anomaly: torch.Tensor) -> torch.Tensor:
-        """(pool², 4): per cell the share marked abnormal in the prior, the current and their difference,
-        and (same in every cell) the log-ratio of the two images' total marked area."""
-        p, c = (F.adaptive_avg_pool2d(a.clamp(min=0)[None, None], self.pool_size).flatten()
-                for a in (prior_anomaly, current_anomaly))
-        ratio = torch.log((c.mean() + 1e-2) / (p.mean() + 1e-2)).expand_as(p)
+    def burden(self, prior_share: torch.Tensor, current_share: torch.Tensor) -> torch.Tensor:
+        """(pool², 4) from two (h, w) maps of each patch's lesion share: per cell the prior's and the
+        current's mean share and their difference, and (same in every cell) the log-ratio of the two
+        images' lesion areas in patches (half a patch added to both, so two clean images give 0)."""
+        p, c = (F.adaptive_avg_pool2d(a[None, None], self.pool_size).flatten() for a in (prior_share, current_share))
+        ratio = torch.log((current_share.sum() + 0.5) / (prior_share.sum() + 0.5)).expand_as(p)
         return torch.stack([c - p, p, c, ratio], dim=-1)
 
     def forward(
@@ -67,19 +67,19 @@ class DiffProcessor(nn.Module):
         current_modulated: list[torch.Tensor],
         prior_projected: list[torch.Tensor],
         current_projected: list[torch.Tensor],
-        prior_anomaly: list[torch.Tensor] | None = None,
-        current_anomaly: list[torch.Tensor] | None = None,
+        prior_share: list[torch.Tensor] | None = None,
+        current_share: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``<Diff>`` tokens (n_pairs, pool², llm_dim) from per-pair (h, w, d) features, (h, w) anomaly
-        maps and f_p tokens."""
+        """``<Diff>`` tokens (n_pairs, pool², llm_dim) from per-pair (h, w, d) features, (h, w) lesion-share
+        maps (:attr:`AnomalyMaps.lesion_share`) and f_p tokens."""
         queries = []
         for prior, current in zip(prior_modulated, current_modulated):
             p, c = self._pool(prior), self._pool(current)
             queries.append(torch.cat([c - p, p, c], dim=-1))
         q = self.query_in(torch.stack(queries)) + self.query_embed
-        if prior_anomaly is not None and current_anomaly is not None:
+        if prior_share is not None and current_share is not None:
             q = q + self.burden_in(torch.stack([self.burden(p, c).to(q.dtype)
-                                                for p, c in zip(prior_anomaly, current_anomaly)]))
+                                                for p, c in zip(prior_share, current_share)]))
         memory, padding = pad_sequences(
             [
                 torch.cat([fp.to(q.dtype) + self.study_embed[0], fc.to(q.dtype) + self.study_embed[1]])

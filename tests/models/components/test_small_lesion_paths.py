@@ -43,14 +43,23 @@ def test_peaks_reach_the_ano_tokens():
 
 def test_diff_burden_says_which_study_has_more_lesion():
     diff = DiffProcessor(anomaly_dim=8, llm_dim=16, qformer_dim=8, qformer_heads=2, qformer_layers=1)
-    small = torch.full((12, 12), -1.0)
-    small[4:6, 4:6] = 1.0
-    large = torch.full((12, 12), -1.0)
-    large[3:8, 3:8] = 1.0
+    small = torch.zeros(12, 12)
+    small[4:6, 4:6] = 1.0  # 4 patches of lesion
+    large = torch.zeros(12, 12)
+    large[3:8, 3:8] = 1.0  # 25 patches
     grew, shrank, same = diff.burden(small, large), diff.burden(large, small), diff.burden(small, small)
     assert grew.shape == (16, 4)
-    assert grew[0, 3] > 1.0 and shrank[0, 3] < -1.0 and same[0, 3] == 0.0
+    assert grew[0, 3].item() == pytest.approx(np.log(25.5 / 4.5), rel=1e-5)
+    assert shrank[0, 3] == -grew[0, 3] and same[0, 3] == 0.0
     assert torch.all(same[:, 0] == 0) and grew[:, 0].sum() > 0  # per-cell current − prior
+    assert diff.burden(torch.zeros(12, 12), torch.zeros(12, 12))[0, 3] == 0.0  # two clean images
+
+
+def test_lesion_share_is_one_minus_the_normal_map():
+    proc = AnomalyProcessor(vision_dim=16, llm_dim=16, num_layers=2, prompt_layers=2, anomaly_dim=8,
+                            qformer_dim=8, qformer_heads=2)
+    maps = proc.compute_maps([torch.randn(6, 6, 16), torch.randn(6, 6, 16)])
+    assert torch.allclose(maps.lesion_share, 1 - maps.normal.mean(0))
 
 
 def test_heatmap_decoder_sees_the_pixels():
