@@ -91,7 +91,7 @@ def ablations_on_control(out: Path, *, plan, backbone: Path, seed: int = 0) -> d
     base_model = {"anomaly_dim": 64, "qformer_dim": 64, "qformer_layers": 1, "heatmap_dim": 32, "lora_r": 8,
                   "lora_alpha": 16, "feature_layers": [0, 1, 2, 3]}
     control = SyntheticControl(size=CONTROL_SIZE, seed=CONTROL_SEED + 1 + seed)
-    det_eval, pair_eval = control.detection(plan.eval_control), control.pairs(plan.eval_control)
+    det_eval, pair_eval = control.detection(plan.ablation_eval), control.pairs(plan.ablation_eval)
     results = {}
     for name, switch in variants.items():
         slug = name.split(" ")[0] if not switch else "_".join(f"{k}-{v}" for k, v in switch.items())
