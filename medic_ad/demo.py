@@ -43,8 +43,8 @@ class DemoPlan:
 
 # FULL fits the 15 minutes on 2 quiet cores; the stage-1 start comparison (random vs stage-0
 # backbone, 2 × 300 more stage-1 steps) is left to ``--compare-start`` for that reason.
-FULL = DemoPlan(stage0_steps=500, stage1_steps=800, stage2_steps=500, stage3_steps=350, ablation_steps=200,
-                ablation_change_steps=100, batch_size=8, eval_real=0, eval_control=200, ablation_eval=120,
+FULL = DemoPlan(stage0_steps=450, stage1_steps=800, stage2_steps=500, stage3_steps=320, ablation_steps=200,
+                ablation_change_steps=100, batch_size=8, eval_real=0, eval_control=200, ablation_eval=100,
                 comparison_steps=0)
 QUICK = DemoPlan(stage0_steps=10, stage1_steps=10, stage2_steps=8, stage3_steps=8, ablation_steps=4,
                  ablation_change_steps=4, batch_size=4, eval_real=16, eval_control=12, ablation_eval=12,
