@@ -239,6 +239,17 @@ def _choose_first(model: Any, batch: dict, candidates: list[int]):
     return probs, first
 
 
+def _choose_and_answer(model: Any, batch: dict, candidates: list[int], max_new_tokens: int, free: bool):
+    """Choice probabilities and answers. Scored answers come from one pass where the model has one
+    (MEDIC-AD's ``generate_choice``: same probabilities as the prefill); otherwise, and for free
+    answers, a prefill and then ``generate``."""
+    if not free and callable(getattr(model, "generate_choice", None)):
+        out = model.generate_choice(batch, candidates, max_new_tokens=max(max_new_tokens, 1))
+        return out.probs, out.answers
+    probs, first = _choose_first(model, batch, candidates)
+    return probs, _answers(model, batch, max_new_tokens, None if free else first)
+
+
 @register_predictor("detection")
 def _predict_detection(model: Any, task: TaskSpec, samples: list, *, max_new_tokens: int, free: bool,
                        **_: Any) -> list[dict[str, Any]]:
@@ -248,8 +259,7 @@ def _predict_detection(model: Any, task: TaskSpec, samples: list, *, max_new_tok
     prompt = task.the_prompt
     yes, no = model.processor.first_token_id("Yes"), model.processor.first_token_id("No")
     batch = model.prepare([ChatExample([_pil(s.images[0])], prompt) for s in samples])
-    probs, first = _choose_first(model, batch, [yes, no])
-    answers = _answers(model, batch, max_new_tokens, None if free else first)
+    probs, answers = _choose_and_answer(model, batch, [yes, no], max_new_tokens, free)
     return [{"prompt": prompt, "raw": a, "parsed": yes_no_label(a), "score": round(float(p[0]), 6),
              "label": s.label, "image": _ref(s.images[0])} for s, a, p in zip(samples, answers, probs)]
 
@@ -288,8 +298,7 @@ def _predict_change(model: Any, task: TaskSpec, samples: list, *, max_new_tokens
     for letters, idx in groups.items():
         ids = [model.processor.first_token_id(letter) for letter in letters]
         batch = model.prepare([ChatExample([_pil(x) for x in samples[i].images], questions[i][0]) for i in idx])
-        probs, first = _choose_first(model, batch, ids)
-        answers = _answers(model, batch, max_new_tokens, None if free else first)
+        probs, answers = _choose_and_answer(model, batch, ids, max_new_tokens, free)
         for k, i in enumerate(idx):
             text, options, gold = questions[i]
             rows[i] = {"prompt": text, "raw": answers[k], "parsed": parse_choice(answers[k], options),

@@ -4,7 +4,9 @@ Learnable *abnormal* and *normal* system tokens cross-attend to the patch featur
 vision-encoder layers with **sigmoid** scores (each patch gets an independent abnormal and normal
 probability); the anomaly map abnormal − normal scales the fused visual features (magnitude
 modulation), 2-D pooling gives the anomaly queries, and an Anomaly Q-Former over the LLM-projected
-tokens f_p(V*) followed by a 2-layer MLP gives the ``<Ano>`` tokens. The visual soft prompts that the
+tokens f_p(V*) followed by a 2-layer MLP gives the ``<Ano>`` tokens. Beyond the paper (``docs/model.md``):
+the patch keys see a 3 × 3 neighbourhood and pass a 2-layer MLP, and each query carries its cell's peak
+anomaly, so a lesion of one patch survives the pooling. The visual soft prompts that the
 backbone adapter injects into the encoder are parameters of this module.
 """
 

@@ -2,7 +2,8 @@
 
 Queries are the pooled (current − prior) modulated features, together with each study's pooled
 features, plus an embedding of the lesion burden the Anomaly Processor's maps estimate (per cell the
-prior's and the current's lesion share and their difference, and the log-ratio of the two lesion areas), plus learned query embeddings; the Diff Q-Former's keys/values are both studies' f_p tokens
+prior's and the current's lesion share and their difference, and the log-ratio of the two lesion
+areas), plus learned query embeddings; the Diff Q-Former's keys/values are both studies' f_p tokens
 with a learned study-index embedding; a 2-layer MLP maps the result into the LLM space. The tokens
 are appended after the question (Eq. 3).
 """
