@@ -10,7 +10,7 @@ from medic_ad.models.medic_ad import MedicAD
 
 def test_demo_quick_writes_report_metrics_overlays_and_checkpoint(tmp_path, shared_data):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--data", str(shared_data)]) == 0
+    assert main(["demo", "--quick", "--out", str(out), "--data", str(shared_data), "--compare-start", "2"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for name in ("control", "br35h_val"):
         m = metrics["detection"][name]
@@ -20,6 +20,8 @@ def test_demo_quick_writes_report_metrics_overlays_and_checkpoint(tmp_path, shar
     for name in ("control", "br35h_masks_val"):
         assert 0.0 <= metrics["heatmap"][name]["miou"] <= 1.0
     assert set(metrics["ablations"]) == {"full (4 layers, modulation)", "no <Ano> modulation", "last layer only"}
+    comparison = metrics["start_comparison"]  # --compare-start: stage 1 from the random and the stage-0 backbone
+    assert comparison["steps"] == 2 and {"f1", "auroc"} <= set(comparison["random_start"]) <= set(comparison["stage0_start"])
     report = (out / "report.md").read_text()
     assert "## Detection" in report and "## Ablations" in report
     overlays = sorted((out / "overlays").glob("*.png"))
