@@ -19,14 +19,3 @@ def cli(capsys, tiny_checkpoint):
         return code, out.out, out.err
 
     return run
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny model gains nothing from a second intra-op thread on 2 shared cores; spinning costs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

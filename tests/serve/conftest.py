@@ -52,14 +52,3 @@ def private_dicom(tmp_path, dicom_file) -> Path:
     ds.save_as(path)
     assert SECRET_NAME.encode() in path.read_bytes()
     return path
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny model gains nothing from a second intra-op thread on 2 shared cores; spinning costs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
