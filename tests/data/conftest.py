@@ -59,19 +59,10 @@ def make_dicom() -> Callable[..., Path]:
     ``pixels`` is H x W, F x H x W (multi-frame) or H x W x 3 (RGB), uint8 or uint16.
     """
     pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from bad_inputs.generate import ct_dataset  # tests/serve is on sys.path (tests/conftest.py)
 
     def make(path: Path, pixels: np.ndarray, **elements: Any) -> Path:
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = "CT"
+        ds = ct_dataset()
         rgb = pixels.ndim == 3 and pixels.shape[-1] == 3
         frames = pixels.ndim == 3 and not rgb
         ds.Rows, ds.Columns = (pixels.shape[1], pixels.shape[2]) if frames else pixels.shape[:2]

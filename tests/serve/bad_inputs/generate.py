@@ -69,8 +69,9 @@ def _tiff(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _dicom(pixels: np.ndarray | None = None, **elements) -> bytes:
-    """A DICOM CT built with pydicom (uint16 pixels); ``pixels=None`` leaves PixelData out."""
+def ct_dataset():
+    """An empty CT ``pydicom.Dataset`` with its file meta and SOP UIDs (explicit VR little endian):
+    the skeleton every test DICOM here and in ``tests/data`` is built on."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -83,6 +84,12 @@ def _dicom(pixels: np.ndarray | None = None, **elements) -> bytes:
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "CT"
+    return ds
+
+
+def _dicom(pixels: np.ndarray | None = None, **elements) -> bytes:
+    """A DICOM CT built with pydicom (uint16 pixels); ``pixels=None`` leaves PixelData out."""
+    ds = ct_dataset()
     ds.PatientName = "Bad^Input"
     ds.PatientID = "BAD0001"
     shape = pixels.shape if pixels is not None else (64, 64)
