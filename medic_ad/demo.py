@@ -56,14 +56,11 @@ CONFIGS = ("stage0_pretrain", "stage1_anomaly", "stage2_difference", "stage3_hea
 def _stage_config(name: str, out: Path, steps: int, batch: int, data_dir: Path, has_data: bool,
                   **overrides: Any):
     """A tiny recipe config with the demo's output folders, step counts and (maybe) no real data."""
-    import yaml
-
     from medic_ad.training.config import load_config
+    from medic_ad.yaml_files import read_yaml
 
     path = repo_root() / "recipes" / "configs" / "tiny" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the demo reads the tiny recipe configs from the repository")
-    raw = yaml.safe_load(path.read_text())
+    raw = read_yaml(path, what="tiny recipe config (the demo reads them from the repository)")
     if not has_data:
         raw["data"] = [d for d in raw["data"] if "${data}" not in str(d.get("root", ""))]
     raw["output_dir"] = str(out / name.split("_")[0])

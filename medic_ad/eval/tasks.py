@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from medic_ad.yaml_files import read_yaml
 
 __all__ = [
     "KINDS",
@@ -138,12 +138,7 @@ _TASK_KEYS = {f.name for f in dataclasses.fields(TaskSpec)} - {"source"}
 def load_task_file(path: str | Path) -> TaskSpec | SuiteSpec:
     """A :class:`TaskSpec` (or :class:`SuiteSpec` for ``kind: suite``) from a YAML file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: task file does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, what="task file")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a task file holds a mapping")
     if data.get("kind") == "suite":

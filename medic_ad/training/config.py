@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from medic_ad.paths import repo_root, shared_data_dir
+from medic_ad.yaml_files import read_yaml
 
 
 @dataclass
@@ -174,13 +175,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 base: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config (or ``base``), apply overrides, expand ``${data}``, validate."""
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        data = read_yaml(path, what="config file")
     else:
         data = dict(base or {})
     if not isinstance(data, dict):
