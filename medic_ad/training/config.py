@@ -24,8 +24,10 @@ class DataSource:
 
     ``name``: a registered dataset adapter (``image_folder``, ``image_mask``, …), ``synthetic``
     (the seeded control set; ``options.kind`` detection/segmentation/pairs, ``options.n``,
-    ``options.size``, ``options.seed``) or ``change_pairs`` (pairs built from real masks; ``options.source``
-    names the adapter of ``root``). ``task`` forces a template (detection/change/vqa/grounding/caption).
+    ``options.size``, ``options.seed``, ``options.abnormal_fraction``) or ``change_pairs`` (pairs
+    built from real masks; ``options.source`` names the adapter of ``root``). ``task`` forces a template (detection/change/vqa/grounding/caption).
+    ``label`` keeps only the samples with that image label (``normal``/``abnormal``): how a mixture
+    balances an all-abnormal mask set with the normals of its source dataset.
     """
 
     name: str
@@ -34,6 +36,7 @@ class DataSource:
     task: str | None = None
     weight: float = 1.0
     limit: int | None = None
+    label: str | None = None
     caption: str | None = None  # stage 0: the modality asked about (e.g. "brain MRI")
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -57,8 +60,10 @@ class LossConfig:
     recon_weight: float = 1.0
     focal_gamma: float = 2.0
     top_k: float = 0.1
+    share_weight: float = 0.0  # stage 1: lesion_share_loss (lesion-weighted share BCE + log-area term); 0 = off
     dice_weight: float = 2.0
     bce_weight: float = 1.0
+    pos_weight_power: float = 0.5  # stage 3: lesion pixels weighted by (background / lesion) ** this
 
 
 @dataclass

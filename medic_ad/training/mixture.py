@@ -14,7 +14,7 @@ import numpy as np
 
 from medic_ad.data.pairs import ChangePairs
 from medic_ad.data.registry import detect_format, get_dataset
-from medic_ad.data.schema import Sample
+from medic_ad.data.schema import LABELS, Sample
 from medic_ad.data.synthetic import SyntheticControl
 from medic_ad.training.config import DataSource
 
@@ -28,9 +28,10 @@ def load_source(source: DataSource) -> Sequence[Sample]:
         control = SyntheticControl(size=int(opts.pop("size", 112)), seed=int(opts.pop("seed", 0)))
         kind = opts.pop("kind", "detection")
         n = int(opts.pop("n", 512))
+        fraction = float(opts.pop("abnormal_fraction", 0.5))
         if opts:
             raise ValueError(f"synthetic source: unknown option(s) {', '.join(sorted(opts))}")
-        samples: Sequence[Sample] = control.lazy(kind, n)
+        samples: Sequence[Sample] = control.lazy(kind, n, abnormal_fraction=fraction)
     elif source.name == "change_pairs":
         if source.root is None:
             raise ValueError("change_pairs source needs a root (a folder of images with lesion masks)")
@@ -48,6 +49,12 @@ def load_source(source: DataSource) -> Sequence[Sample]:
         if source.root is None:
             raise ValueError(f"data source {source.name!r} needs a root folder")
         samples = get_dataset(source.name).load(source.root, split=source.split, **opts)
+    if source.label is not None:
+        if source.label not in LABELS:
+            raise ValueError(f"data source {source.name}: label must be one of {', '.join(LABELS)}, got {source.label!r}")
+        if source.name == "synthetic":
+            raise ValueError("synthetic source: choose its normals with options.abnormal_fraction, not label")
+        samples = [s for s in samples if s.label == source.label]
     if source.caption is not None:
         if source.task not in (None, "vqa"):
             raise ValueError(f"data source {source.name}: caption questions cannot be task {source.task!r}")

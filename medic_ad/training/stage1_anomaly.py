@@ -44,7 +44,8 @@ def main(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
         out = m(**model_inputs(batch))
         lm = lm_loss(out)
         maps = anomaly_map_loss(out.anomaly_maps, batch["masks"], batch["image_labels"],
-                                gamma=cfg.loss.focal_gamma, top_k=cfg.loss.top_k)
+                                gamma=cfg.loss.focal_gamma, top_k=cfg.loss.top_k,
+                                share_weight=cfg.loss.share_weight)
         total = cfg.loss.lm_weight * lm
         parts = {"lm": lm.item()}
         if maps is not None:

@@ -29,7 +29,8 @@ def main(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     def loss_fn(m, batch):
         out = m(**model_inputs(batch), compute_lm=False, compute_heatmap=True)
         loss = heatmap_loss(out.heatmap_logits, batch["masks"], batch["image_labels"],
-                            dice_weight=cfg.loss.dice_weight, bce_weight=cfg.loss.bce_weight)
+                            dice_weight=cfg.loss.dice_weight, bce_weight=cfg.loss.bce_weight,
+                            pos_weight_power=cfg.loss.pos_weight_power)
         if loss is None:
             loss = sum(h.sum() for h in out.heatmap_logits) * 0.0  # no mask in this batch: a zero step
         return loss, {"heatmap": loss.item()}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from medic_ad.models.components.anomaly_processor import AnomalyMaps
@@ -44,3 +47,54 @@ def test_normal_image_without_mask_is_normal_everywhere():
 def test_nothing_supervises_an_unlabelled_image_without_mask():
     maps = _maps(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2))
     assert anomaly_map_loss([maps], [None], torch.tensor([-1])) is None
+
+
+def test_heatmap_bce_weights_lesion_pixels_by_the_background_ratio():
+    from medic_ad.training.losses import heatmap_loss
+
+    mask = torch.zeros(20, 20)
+    mask[:2, :2] = 1  # 4 lesion pixels, 396 background
+    logits = torch.zeros(20, 20)  # p = 0.5 everywhere: every pixel's BCE is log 2
+    labels = torch.tensor([1])
+    plain = heatmap_loss([logits], [mask], labels, dice_weight=0.0, pos_weight_power=0.0)
+    weighted = heatmap_loss([logits], [mask], labels, dice_weight=0.0, pos_weight_power=0.5)
+    assert plain.item() == pytest.approx(math.log(2))
+    # lesion pixels count sqrt(396 / 4) = 9.95 times
+    assert weighted.item() == pytest.approx(math.log(2) * (396 + 4 * math.sqrt(99)) / 400, rel=1e-5)
+    # an empty target is not reweighted
+    empty = heatmap_loss([logits], [None], torch.tensor([0]), dice_weight=0.0, pos_weight_power=0.5)
+    assert empty.item() == pytest.approx(math.log(2))
+
+
+def test_lesion_share_loss_area_term_compares_log_lesion_areas():
+    from medic_ad.training.losses import lesion_share_loss
+
+    fraction = torch.zeros(4, 4)
+    fraction[0, :2] = 1.0  # two whole patches of lesion
+    def loss_for(share: torch.Tensor) -> tuple[float, float]:
+        logits = torch.logit((1 - share).clamp(1e-6, 1 - 1e-6))[None]
+        lesion = (fraction > 0).float()
+        weight = 1.0 + lesion * (14 / 2) ** 0.5
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, (1 - fraction)[None], weight=weight[None])
+        return lesion_share_loss(_maps(torch.zeros_like(logits), logits), fraction).item(), bce.item()
+
+    total, bce = loss_for(fraction)  # the right share everywhere: no area error
+    assert total == pytest.approx(bce, abs=1e-4)
+    total, bce = loss_for(fraction * 0.5 + 0.25 * (fraction == 0))  # area 1 + 14 × 0.25 = 4.5 patches, not 2
+    err = math.log(5.0 / 2.5)  # |log(4.5 + 0.5) − log(2 + 0.5)| > beta: the linear part of smooth L1
+    assert total - bce == pytest.approx(err - 0.25, abs=1e-4)
+
+
+def test_share_weight_zero_is_the_plain_map_loss_and_one_adds_the_share_loss():
+    from medic_ad.training.losses import lesion_share_loss
+
+    torch.manual_seed(0)
+    abnormal_logits, normal_logits = torch.randn(2, 3, 3), torch.randn(2, 3, 3)
+    mask = torch.zeros(42, 42)
+    mask[:20, :10] = 1.0
+    maps = [_maps(abnormal_logits, normal_logits)]
+    plain = anomaly_map_loss(maps, [mask], torch.tensor([1]))
+    assert anomaly_map_loss(maps, [mask], torch.tensor([1]), share_weight=0.0).item() == plain.item()
+    fraction = torch.nn.functional.adaptive_avg_pool2d(mask[None, None], (3, 3))[0, 0]
+    with_share = anomaly_map_loss(maps, [mask], torch.tensor([1]), share_weight=1.0)
+    assert with_share.item() == pytest.approx(plain.item() + lesion_share_loss(maps[0], fraction).item(), rel=1e-6)

@@ -87,7 +87,9 @@ class HeatmapDecoder(nn.Module):
         self.up2 = nn.Sequential(nn.Conv2d(dim // 2, dim // 4, 3, padding=1), nn.GELU())
         self.pixel_stem = nn.Sequential(nn.Conv2d(image_channels, dim // 4, 3, padding=1), nn.GELU(),
                                         nn.Conv2d(dim // 4, dim // 4, 3, padding=1))
-        self.head = nn.Sequential(nn.Conv2d(dim // 2, dim // 4, 3, padding=1), nn.GELU(), nn.Conv2d(dim // 4, 1, 1))
+        # two 3×3 convolutions at input resolution: a lesion's edge is decided against the tissue around it
+        self.head = nn.Sequential(nn.Conv2d(dim // 2, dim // 2, 3, padding=1), nn.GELU(),
+                                  nn.Conv2d(dim // 2, dim // 2, 3, padding=1), nn.GELU(), nn.Conv2d(dim // 2, 1, 1))
 
     def forward(
         self,
