@@ -25,7 +25,8 @@ class DataSource:
     ``name``: a registered dataset adapter (``image_folder``, ``image_mask``, …), ``synthetic``
     (the seeded control set; ``options.kind`` detection/segmentation/pairs, ``options.n``,
     ``options.size``, ``options.seed``, ``options.abnormal_fraction``) or ``change_pairs`` (pairs
-    built from real masks; ``options.source`` names the adapter of ``root``). ``task`` forces a template (detection/change/vqa/grounding/caption).
+    built from real masks; ``options.source`` names the adapter of ``root``). ``task`` forces a
+    template (detection/change/vqa/grounding/caption).
     ``label`` keeps only the samples with that image label (``normal``/``abnormal``): how a mixture
     balances an all-abnormal mask set with the normals of its source dataset.
     """

@@ -23,6 +23,13 @@ logger = logging.getLogger("medic_ad.training")
 
 def load_source(source: DataSource) -> Sequence[Sample]:
     """Samples of one mixture entry (lazy where the source is: paths, built-on-access pairs)."""
+    if source.label is not None:  # checked before anything is loaded
+        if source.label not in LABELS:
+            raise ValueError(f"data source {source.name}: label must be one of {', '.join(LABELS)}, got {source.label!r}")
+        if source.name == "synthetic":
+            raise ValueError("synthetic source: choose its normals with options.abnormal_fraction, not label")
+        if source.name == "change_pairs":
+            raise ValueError("change_pairs source: label filters single images; pairs are balanced by change")
     opts = dict(source.options)
     if source.name == "synthetic":
         control = SyntheticControl(size=int(opts.pop("size", 112)), seed=int(opts.pop("seed", 0)))
@@ -50,10 +57,6 @@ def load_source(source: DataSource) -> Sequence[Sample]:
             raise ValueError(f"data source {source.name!r} needs a root folder")
         samples = get_dataset(source.name).load(source.root, split=source.split, **opts)
     if source.label is not None:
-        if source.label not in LABELS:
-            raise ValueError(f"data source {source.name}: label must be one of {', '.join(LABELS)}, got {source.label!r}")
-        if source.name == "synthetic":
-            raise ValueError("synthetic source: choose its normals with options.abnormal_fraction, not label")
         samples = [s for s in samples if s.label == source.label]
     if source.caption is not None:
         if source.task not in (None, "vqa"):

@@ -36,11 +36,13 @@ def test_label_that_matches_nothing_is_the_empty_dataset_error(labelled_folder):
         load_source(DataSource(name="image_folder", root=str(labelled_folder), label="abnormal"))
 
 
-def test_unknown_label_and_label_on_the_control_are_clear_errors(labelled_folder):
+def test_unknown_label_and_label_on_the_control_or_pairs_are_clear_errors(labelled_folder):
     with pytest.raises(ValueError, match="label must be one of normal, abnormal"):
         load_source(DataSource(name="image_folder", root=str(labelled_folder), label="tumour"))
     with pytest.raises(ValueError, match="abnormal_fraction"):
         load_source(DataSource(name="synthetic", label="normal", options={"n": 4}))
+    with pytest.raises(ValueError, match="pairs are balanced by change"):
+        load_source(DataSource(name="change_pairs", root=str(labelled_folder), label="normal"))
 
 
 def test_control_abnormal_fraction(labelled_folder):
