@@ -140,8 +140,9 @@ def run(*, quick: bool, log: Callable[[str], None], repeats: int | None = None) 
         "vision_prompts_taps": lambda: medic_none.encode_images(pv, grid),
         "anomaly_processor": lambda: medic_none.anomaly(feats.layers, feats.projected),
         "diff_processor": lambda: medic_none._diff_tokens([2], feats, maps),
-        "heatmap_decoder_x2": lambda: [medic_none.heatmap(layers=feats.layers[i], projected=feats.projected[i],
-                                                          ano_tokens=ano[i], anomaly_map=maps[i].anomaly,
+        "heatmap_decoder_x2": lambda: [medic_none.heatmap(layers=[f[None] for f in feats.layers[i]],
+                                                          projected=feats.projected[i][None], ano_tokens=ano[i:i + 1],
+                                                          anomaly_map=maps[i].anomaly[None],
                                                           out_size=medic_none._pixel_size(feats.grids[i]))
                                        for i in range(2)],
         "llm_backbone_tokens": llm(bare, b2, bare_embeds),

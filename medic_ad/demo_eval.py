@@ -32,19 +32,20 @@ def eval_detection(model, samples: list, *, batch_size: int = 16) -> dict[str, A
     return detection_metrics(y_true, [r.abnormal for r in results], [r.score for r in results])
 
 
-def eval_change(model, samples: list) -> dict[str, Any]:
-    preds = [model.compare(s.images[0], s.images[1], max_new_tokens=1).label for s in samples]
-    return change_metrics([s.change for s in samples], preds)
+def eval_change(model, samples: list, *, batch_size: int = 16) -> dict[str, Any]:
+    results = model.compare([s.images[0] for s in samples], [s.images[1] for s in samples], max_new_tokens=1,
+                            batch_size=batch_size)
+    return change_metrics([s.change for s in samples], [r.label for r in results])
 
 
-def eval_heatmaps(model, samples: list) -> dict[str, Any]:
+def eval_heatmaps(model, samples: list, *, batch_size: int = 16) -> dict[str, Any]:
     from medic_ad.data.readers import load_image_any, load_mask
 
     heats, masks = [], []
-    for s in samples:
-        image = load_image_any(s.images[0])
-        heats.append(model.explain(image))
-        masks.append(load_mask(s.masks[0], size=image.pixels.shape[:2]))
+    for start in range(0, len(samples), batch_size):
+        images = [load_image_any(s.images[0]) for s in samples[start:start + batch_size]]
+        heats += model.explain(images, batch_size=batch_size)
+        masks += [load_mask(s.masks[0], size=im.pixels.shape[:2]) for s, im in zip(samples[start:start + batch_size], images)]
     return pixel_metrics(heats, masks)
 
 

@@ -306,11 +306,7 @@ class MedicAD(nn.Module):
         diff_tokens = self._diff_tokens(counts, feats, maps)
         out = MedicADOutput(ano_tokens=ano_tokens, diff_tokens=diff_tokens, anomaly_maps=maps, grids=feats.grids)
         if compute_heatmap:
-            out.heatmap_logits = [
-                self.heatmap(layers=feats.layers[i], projected=feats.projected[i], ano_tokens=ano_tokens[i],
-                             anomaly_map=maps[i].anomaly, out_size=self._pixel_size(feats.grids[i]), image=image)
-                for i, image in enumerate(self.unpatchify(pixel_values, image_grid_thw))
-            ]
+            out.heatmap_logits = self._heatmaps(feats, ano_tokens, maps, self.unpatchify(pixel_values, image_grid_thw))
         if compute_lm:
             input_ids = input_ids.to(device)
             embeds = self.build_inputs_embeds(input_ids, ano_tokens, diff_tokens)
@@ -345,6 +341,26 @@ class MedicAD(nn.Module):
             images.append(x.permute(4, 0, 2, 5, 1, 3, 6).reshape(x.shape[4], h * p, w * p).to(self.device))
         return images
 
+    def _heatmaps(self, feats: VisionFeatures, ano_tokens: torch.Tensor, maps: list[AnomalyMaps],
+                  images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per image (H, W) heatmap logits; images that share a patch grid go through the decoder as one batch."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, grid in enumerate(feats.grids):
+            groups.setdefault(tuple(grid), []).append(i)
+        logits: list[torch.Tensor | None] = [None] * len(images)
+        for grid, idx in groups.items():
+            batch = self.heatmap(
+                layers=[torch.stack([feats.layers[i][k] for i in idx]) for k in range(len(feats.layers[idx[0]]))],
+                projected=torch.stack([feats.projected[i] for i in idx]),
+                ano_tokens=ano_tokens[idx],
+                anomaly_map=torch.stack([maps[i].anomaly for i in idx]),
+                out_size=self._pixel_size(grid),
+                image=torch.stack([images[i] for i in idx]),
+            )
+            for i, heat in zip(idx, batch):
+                logits[i] = heat
+        return logits
+
     def _pixel_size(self, grid: tuple[int, int]) -> tuple[int, int]:
         return grid[0] * self.tap.patch_size, grid[1] * self.tap.patch_size
 
@@ -360,8 +376,8 @@ class MedicAD(nn.Module):
             [maps[c].modulated for _, c in pairs],
             [feats.projected[p] for p, _ in pairs],
             [feats.projected[c] for _, c in pairs],
-            [maps[p].lesion_share for p, _ in pairs],
-            [maps[c].lesion_share for _, c in pairs],
+            [maps[p].burden_maps for p, _ in pairs],
+            [maps[c].burden_maps for _, c in pairs],
         )
 
     def build_inputs_embeds(
@@ -480,29 +496,44 @@ class MedicAD(nn.Module):
                         for a, c, s in zip(out.answers, out.chosen.tolist(), out.probs[:, 0].tolist())]
         return results[0] if single else results
 
-    def compare(self, prior, current, *, region: str | None = None, max_new_tokens: int = 8) -> ComparisonResult:
-        """Worsened / improved / no change between a prior and a current study (MMXU choice A/B/C)."""
-        prior_im, current_im = _load_pil(prior, role="prior"), _load_pil(current, role="current")
-        batch = self.prepare([ChatExample([prior_im, current_im], change_prompt(region))])
+    def compare(self, prior, current, *, region: str | None = None, max_new_tokens: int = 8, batch_size: int = 8):
+        """Worsened / improved / no change between a prior and a current study (MMXU choice A/B/C).
+
+        ``prior`` and ``current`` are one study each, or two lists of equal length (then a list comes back,
+        ``batch_size`` pairs per ``generate``).
+        """
+        priors, single = _as_list(prior)
+        currents, _ = _as_list(current)
+        if len(priors) != len(currents):
+            raise ValueError(f"{len(priors)} prior studies but {len(currents)} current ones")
+        pairs = [(_load_pil(p, role="prior"), _load_pil(c, role="current")) for p, c in zip(priors, currents)]
         letters = list(CHANGE_OPTIONS)
         ids = [self.processor.first_token_id(letter) for letter in letters]
-        out = self.generate_choice(batch, ids, max_new_tokens=max_new_tokens)
-        probs, best = out.probs[0], int(out.chosen[0])
-        return ComparisonResult(
-            answer=out.answers[0],
-            label=CHANGE_OPTIONS[letters[best]],
-            probs={CHANGE_OPTIONS[k]: float(p) for k, p in zip(letters, probs.tolist())},
-        )
+        results: list[ComparisonResult] = []
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            batch = self.prepare([ChatExample([p, c], change_prompt(region)) for p, c in chunk])
+            out = self.generate_choice(batch, ids, max_new_tokens=max_new_tokens)
+            results += [ComparisonResult(answer=answer, label=CHANGE_OPTIONS[letters[best]],
+                                         probs={CHANGE_OPTIONS[k]: float(v) for k, v in zip(letters, probs.tolist())})
+                        for answer, best, probs in zip(out.answers, out.chosen.tolist(), out.probs)]
+        return results[0] if single else results
 
     @torch.no_grad()
-    def explain(self, image) -> np.ndarray:
-        """Heatmap in [0, 1] (float32) at the input image's height × width."""
-        pil = _load_pil(image)
-        batch = self.prepare([ChatExample([pil], DETECTION_PROMPT)])
-        out = self.forward(**batch, compute_lm=False, compute_heatmap=True)
-        heat = torch.sigmoid(out.heatmap_logits[0].float())[None, None]
-        heat = F.interpolate(heat, size=(pil.height, pil.width), mode="bilinear", align_corners=False)[0, 0]
-        return heat.clamp(0, 1).cpu().numpy().astype(np.float32)
+    def explain(self, image, *, batch_size: int = 8):
+        """Heatmap in [0, 1] (float32) at the input image's height × width; a list of images gives a list."""
+        items, single = _as_list(image)
+        pil = [_load_pil(x) for x in items]
+        heats: list[np.ndarray] = []
+        for start in range(0, len(pil), batch_size):
+            chunk = pil[start:start + batch_size]
+            batch = self.prepare([ChatExample([im], DETECTION_PROMPT) for im in chunk])
+            out = self.forward(**batch, compute_lm=False, compute_heatmap=True)
+            for im, logits in zip(chunk, out.heatmap_logits):
+                heat = torch.sigmoid(logits.float())[None, None]
+                heat = F.interpolate(heat, size=(im.height, im.width), mode="bilinear", align_corners=False)[0, 0]
+                heats.append(heat.clamp(0, 1).cpu().numpy().astype(np.float32))
+        return heats[0] if single else heats
 
     @torch.no_grad()
     def anomaly_map(self, image) -> np.ndarray:

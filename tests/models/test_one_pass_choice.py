@@ -132,3 +132,26 @@ def test_prompts_come_from_the_data_templates():
     assert change_prompt("left lung") == ("What is the condition of the left lung across the two images? "
                                           "A: No significant change, B: Improved, C: Worsened.")
     assert CHANGE_OPTIONS == {"A": "no change", "B": "improved", "C": "worsened"}
+
+
+def test_compare_of_lists_equals_one_pair_at_a_time(model):
+    images = _images(1) + _images(2)  # pairs of different sizes: padded together in one generate
+    priors, currents = images[0::2], images[1::2]
+    batched = model.compare(priors, currents, max_new_tokens=2, batch_size=len(priors))
+    assert isinstance(batched, list) and len(batched) == len(priors)
+    for p, c, got in zip(priors, currents, batched):
+        one = model.compare(p, c, max_new_tokens=2)
+        assert got.label == one.label and got.answer == one.answer
+        for k, v in one.probs.items():
+            assert got.probs[k] == pytest.approx(v, abs=1e-5)
+    with pytest.raises(ValueError, match="3 prior studies but 2 current"):
+        model.compare(priors[:3], currents[:2])
+
+
+def test_explain_of_a_list_equals_one_image_at_a_time(model):
+    images = _images(3) + [_images(3)[0]]  # two share a size: they go through the decoder as one batch
+    heats = model.explain(images, batch_size=len(images))
+    assert isinstance(heats, list) and len(heats) == len(images)
+    for im, heat in zip(images, heats):
+        assert heat.shape == (im.height, im.width)
+        np.testing.assert_allclose(heat, model.explain(im), atol=1e-5)

@@ -44,6 +44,12 @@ class AnomalyMaps:
         """(h, w) estimated share of each patch covered by lesion: 1 − normal, mean over layers."""
         return 1.0 - self.normal.mean(0)
 
+    @property
+    def burden_maps(self) -> torch.Tensor:
+        """(2, h, w) what the Diff Processor measures lesion burden on: the lesion share and the abnormal
+        map (mean over layers), which marks every patch at least a quarter covered."""
+        return torch.stack([self.lesion_share, self.abnormal.mean(0)])
+
 
 class AnomalyProcessor(nn.Module):
     """Detect module of MEDIC-AD.

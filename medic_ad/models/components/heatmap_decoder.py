@@ -101,32 +101,30 @@ class HeatmapDecoder(nn.Module):
         out_size: tuple[int, int],
         image: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Heatmap logits (H, W) of one image.
+        """Heatmap logits (B, H, W) of a batch of images that share one patch grid.
 
         Args:
-            layers: tapped features, each (h, w, vision_dim).
-            projected: f_p(V*) tokens (h/m · w/m, llm_dim) in raster order.
-            ano_tokens: the image's ``<Ano>`` tokens (k, llm_dim).
-            anomaly_map: (h, w) fused anomaly map.
-            out_size: (H, W) of the processed input image.
-            image: the processed (normalised) image (C, H, W); zeros when not given.
+            layers: tapped features, each (B, h, w, vision_dim).
+            projected: f_p(V*) tokens (B, h/m · w/m, llm_dim) in raster order.
+            ano_tokens: the images' ``<Ano>`` tokens (B, k, llm_dim).
+            anomaly_map: (B, h, w) fused anomaly maps.
+            out_size: (H, W) of the processed input images.
+            image: the processed (normalised) images (B, C, H, W); zeros when not given.
         """
-        h, w, _ = layers[0].shape
+        b, h, w, _ = layers[0].shape
         dtype = self.pixel_stem[0].weight.dtype
         x = sum(proj(f.to(dtype)) for proj, f in zip(self.layer_proj, layers))
-        fp = self.projected_proj(projected.to(dtype)).view(h // self.merge_size, w // self.merge_size, -1)
-        fp = fp.repeat_interleave(self.merge_size, 0).repeat_interleave(self.merge_size, 1)
+        fp = self.projected_proj(projected.to(dtype)).view(b, h // self.merge_size, w // self.merge_size, -1)
+        fp = fp.repeat_interleave(self.merge_size, 1).repeat_interleave(self.merge_size, 2)
         x = x + fp + self.map_proj(anomaly_map.to(dtype).unsqueeze(-1))
-        seq = x.view(1, h * w, -1)
-        ano = self.ano_proj(ano_tokens.to(dtype)).unsqueeze(0)
+        seq = x.view(b, h * w, -1)
+        ano = self.ano_proj(ano_tokens.to(dtype))
         seq = seq + self.fusion_attn(self.fusion_norm(seq), ano, ano, need_weights=False)[0]
-        x = self.blocks(seq.view(1, h, w, -1).permute(0, 3, 1, 2))
+        x = self.blocks(seq.view(b, h, w, -1).permute(0, 3, 1, 2))
         x = self.up1(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
         x = self.up2(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
         x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
         if image is None:
-            image = x.new_zeros(1, self.pixel_stem[0].in_channels, *out_size)
-        else:
-            image = image.to(dtype).unsqueeze(0)
-        x = self.head(torch.cat([x, self.pixel_stem(image)], dim=1))
-        return x[0, 0]
+            image = x.new_zeros(b, self.pixel_stem[0].in_channels, *out_size)
+        x = self.head(torch.cat([x, self.pixel_stem(image.to(dtype))], dim=1))
+        return x[:, 0]

@@ -55,6 +55,20 @@ def test_diff_burden_says_which_study_has_more_lesion():
     assert diff.burden(torch.zeros(12, 12), torch.zeros(12, 12))[0, 3] == 0.0  # two clean images
 
 
+def test_diff_burden_stacks_every_burden_map():
+    diff = DiffProcessor(anomaly_dim=8, llm_dim=16, qformer_dim=8, qformer_heads=2, qformer_layers=1)
+    share, abnormal = torch.zeros(2, 12, 12), torch.zeros(2, 12, 12)
+    share[1, 3:8, 3:8], abnormal[1, 2:9, 2:9] = 1.0, 1.0  # the current study's lesion: 25 and 49 patches
+    both = diff.burden(torch.stack([share[0], abnormal[0]]), torch.stack([share[1], abnormal[1]]))
+    assert both.shape == (16, 8)
+    assert torch.equal(both[:, :4], diff.burden(share[0], share[1]))
+    assert both[0, 7].item() == pytest.approx(np.log(49.5 / 0.5), rel=1e-5)
+    proc = AnomalyProcessor(vision_dim=16, llm_dim=16, num_layers=2, prompt_layers=2, anomaly_dim=8,
+                            qformer_dim=8, qformer_heads=2)
+    maps = proc.compute_maps([torch.randn(6, 6, 16), torch.randn(6, 6, 16)])
+    assert torch.equal(maps.burden_maps, torch.stack([maps.lesion_share, maps.abnormal.mean(0)]))
+
+
 def test_lesion_share_is_one_minus_the_normal_map():
     proc = AnomalyProcessor(vision_dim=16, llm_dim=16, num_layers=2, prompt_layers=2, anomaly_dim=8,
                             qformer_dim=8, qformer_heads=2)
@@ -65,16 +79,30 @@ def test_lesion_share_is_one_minus_the_normal_map():
 def test_heatmap_decoder_sees_the_pixels():
     torch.manual_seed(0)
     dec = HeatmapDecoder(vision_dim=16, llm_dim=16, num_layers=1, dim=16, num_heads=2, depth=1).eval()
-    kwargs = dict(layers=[torch.randn(4, 4, 16)], projected=torch.randn(4, 16), ano_tokens=torch.randn(16, 16),
-                  anomaly_map=torch.zeros(4, 4), out_size=(56, 56))
-    image = torch.zeros(3, 56, 56)
-    blank = dec(**kwargs, image=image)
-    image[:, 20:30, 20:30] = 2.0
-    spot = dec(**kwargs, image=image)
+    kwargs = dict(layers=[torch.randn(1, 4, 4, 16)], projected=torch.randn(1, 4, 16), ano_tokens=torch.randn(1, 16, 16),
+                  anomaly_map=torch.zeros(1, 4, 4), out_size=(56, 56))
+    image = torch.zeros(1, 3, 56, 56)
+    blank = dec(**kwargs, image=image)[0]
+    image[:, :, 20:30, 20:30] = 2.0
+    spot = dec(**kwargs, image=image)[0]
     assert blank.shape == (56, 56)
     change = (spot - blank).abs()
     assert change[20:30, 20:30].mean() > 10 * change[:8, :8].mean()  # local: the stem is two 3 × 3 convs
-    assert torch.equal(dec(**kwargs), dec(**kwargs, image=torch.zeros(3, 56, 56)))
+    assert torch.equal(dec(**kwargs), dec(**kwargs, image=torch.zeros(1, 3, 56, 56)))
+
+
+def test_heatmap_decoder_batch_matches_one_image_at_a_time():
+    torch.manual_seed(0)
+    dec = HeatmapDecoder(vision_dim=16, llm_dim=16, num_layers=2, dim=16, num_heads=2, depth=1).eval()
+    b = 3
+    kwargs = dict(layers=[torch.randn(b, 4, 6, 16), torch.randn(b, 4, 6, 16)], projected=torch.randn(b, 6, 16),
+                  ano_tokens=torch.randn(b, 16, 16), anomaly_map=torch.randn(b, 4, 6), image=torch.randn(b, 3, 56, 84))
+    with torch.no_grad():
+        batched = dec(**kwargs, out_size=(56, 84))
+        single = torch.cat([dec(**{k: ([x[i:i + 1] for x in v] if k == "layers" else v[i:i + 1])
+                                   for k, v in kwargs.items()}, out_size=(56, 84)) for i in range(b)])
+    assert batched.shape == (b, 56, 84)
+    torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-5)  # GRN and attention stay per image
 
 
 def test_unpatchify_gives_back_the_processed_image():
