@@ -143,6 +143,12 @@ class FirstTokenChoice(LogitsProcessor):
         return torch.full_like(scores, float("-inf")).scatter_(1, token[:, None], 0.0)
 
 
+# The decoder's full-resolution convolutions: on 2 CPU cores a batch of eight 168² images trains 1.3× faster
+# in one call than one at a time, but four 448² images train 1.8× slower (mkldnn's backward on large
+# tensors); so a call takes at most this many pixels (eight 168² images, one 448² image).
+HEATMAP_PIXELS_PER_CALL = 8 * 168 * 168
+
+
 class MedicAD(nn.Module):
     """The composed model. Build it with :meth:`tiny`, :meth:`from_backbone` or :meth:`from_pretrained`."""
 
@@ -343,12 +349,18 @@ class MedicAD(nn.Module):
 
     def _heatmaps(self, feats: VisionFeatures, ano_tokens: torch.Tensor, maps: list[AnomalyMaps],
                   images: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per image (H, W) heatmap logits; images that share a patch grid go through the decoder as one batch."""
+        """Per image (H, W) heatmap logits. Images that share a patch grid go through the decoder together,
+        up to ``HEATMAP_PIXELS_PER_CALL`` pixels a call."""
         groups: dict[tuple[int, int], list[int]] = {}
         for i, grid in enumerate(feats.grids):
             groups.setdefault(tuple(grid), []).append(i)
+        chunks = []
+        for grid, members in groups.items():
+            h, w = self._pixel_size(grid)
+            per_call = max(1, HEATMAP_PIXELS_PER_CALL // (h * w))
+            chunks += [(grid, members[k:k + per_call]) for k in range(0, len(members), per_call)]
         logits: list[torch.Tensor | None] = [None] * len(images)
-        for grid, idx in groups.items():
+        for grid, idx in chunks:
             batch = self.heatmap(
                 layers=[torch.stack([feats.layers[i][k] for i in idx]) for k in range(len(feats.layers[idx[0]]))],
                 projected=torch.stack([feats.projected[i] for i in idx]),

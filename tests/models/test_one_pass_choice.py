@@ -155,3 +155,19 @@ def test_explain_of_a_list_equals_one_image_at_a_time(model):
     for im, heat in zip(images, heats):
         assert heat.shape == (im.height, im.width)
         np.testing.assert_allclose(heat, model.explain(im), atol=1e-5)
+
+
+def test_explain_splits_a_grid_group_at_the_pixel_cap(model, monkeypatch):
+    images = [_images(4)[1]] * 3  # one grid: three calls at a cap of one image, one call without a cap
+    calls = []
+    decoder = model.heatmap.forward
+    monkeypatch.setattr(model.heatmap, "forward", lambda **kw: calls.append(len(kw["projected"])) or decoder(**kw))
+    monkeypatch.setattr(medic_ad_module, "HEATMAP_PIXELS_PER_CALL", 1)
+    capped = model.explain(images, batch_size=3)
+    assert calls == [1, 1, 1]
+    monkeypatch.setattr(medic_ad_module, "HEATMAP_PIXELS_PER_CALL", 10**9)
+    calls.clear()
+    whole = model.explain(images, batch_size=3)
+    assert calls == [3]
+    for a, b in zip(capped, whole):
+        np.testing.assert_allclose(a, b, atol=1e-5)
