@@ -354,23 +354,22 @@ class MedicAD(nn.Module):
         groups: dict[tuple[int, int], list[int]] = {}
         for i, grid in enumerate(feats.grids):
             groups.setdefault(tuple(grid), []).append(i)
-        chunks = []
-        for grid, members in groups.items():
-            h, w = self._pixel_size(grid)
-            per_call = max(1, HEATMAP_PIXELS_PER_CALL // (h * w))
-            chunks += [(grid, members[k:k + per_call]) for k in range(0, len(members), per_call)]
         logits: list[torch.Tensor | None] = [None] * len(images)
-        for grid, idx in chunks:
-            batch = self.heatmap(
-                layers=[torch.stack([feats.layers[i][k] for i in idx]) for k in range(len(feats.layers[idx[0]]))],
-                projected=torch.stack([feats.projected[i] for i in idx]),
-                ano_tokens=ano_tokens[idx],
-                anomaly_map=torch.stack([maps[i].anomaly for i in idx]),
-                out_size=self._pixel_size(grid),
-                image=torch.stack([images[i] for i in idx]),
-            )
-            for i, heat in zip(idx, batch):
-                logits[i] = heat
+        for grid, members in groups.items():
+            size = self._pixel_size(grid)
+            per_call = max(1, HEATMAP_PIXELS_PER_CALL // (size[0] * size[1]))
+            for start in range(0, len(members), per_call):
+                idx = members[start:start + per_call]
+                batch = self.heatmap(
+                    layers=[torch.stack(layer) for layer in zip(*(feats.layers[i] for i in idx))],
+                    projected=torch.stack([feats.projected[i] for i in idx]),
+                    ano_tokens=ano_tokens[idx],
+                    anomaly_map=torch.stack([maps[i].anomaly for i in idx]),
+                    out_size=size,
+                    image=torch.stack([images[i] for i in idx]),
+                )
+                for i, heat in zip(idx, batch):
+                    logits[i] = heat
         return logits
 
     def _pixel_size(self, grid: tuple[int, int]) -> tuple[int, int]:

@@ -3,8 +3,8 @@
 Queries are the pooled (current − prior) modulated features, together with each study's pooled
 features, plus an embedding of the lesion burden the Anomaly Processor's maps estimate (for each burden
 map — the lesion share and the abnormal map — per cell the prior's and the current's mean and their
-difference, and the log-ratio of the two sums), plus learned query embeddings; the Diff Q-Former's keys/values are both studies' f_p tokens
-with a learned study-index embedding; a 2-layer MLP maps the result into the LLM space. The tokens
+difference, and the log-ratio of the two sums), plus learned query embeddings; the Diff Q-Former's
+keys/values are both studies' f_p tokens with a learned study-index embedding; a 2-layer MLP maps the result into the LLM space. The tokens
 are appended after the question (Eq. 3).
 """
 
@@ -56,11 +56,11 @@ class DiffProcessor(nn.Module):
         grid = F.adaptive_avg_pool2d(x.permute(2, 0, 1).unsqueeze(0), self.pool_size)
         return grid[0].flatten(1).transpose(0, 1)
 
-    def burden(self, prior_share: torch.Tensor, current_share: torch.Tensor) -> torch.Tensor:
+    def burden(self, prior_burden: torch.Tensor, current_burden: torch.Tensor) -> torch.Tensor:
         """(pool², 4 · S) from two studies' burden maps, each (S, h, w) or one (h, w) map: for each map, per
         cell the prior's and the current's mean and their difference, and (same in every cell) the
         log-ratio of the two maps' sums in patches (half a patch added to both, so two clean images give 0)."""
-        prior, current = (a if a.dim() == 3 else a[None] for a in (prior_share, current_share))
+        prior, current = (a if a.dim() == 3 else a[None] for a in (prior_burden, current_burden))
         p, c = (F.adaptive_avg_pool2d(a[None], self.pool_size)[0].flatten(1) for a in (prior, current))  # (S, pool²)
         ratio = torch.log((current.flatten(1).sum(1) + 0.5) / (prior.flatten(1).sum(1) + 0.5))[:, None].expand_as(p)
         return torch.stack([c - p, p, c, ratio], dim=-1).permute(1, 0, 2).flatten(1)
@@ -71,8 +71,8 @@ class DiffProcessor(nn.Module):
         current_modulated: list[torch.Tensor],
         prior_projected: list[torch.Tensor],
         current_projected: list[torch.Tensor],
-        prior_share: list[torch.Tensor] | None = None,
-        current_share: list[torch.Tensor] | None = None,
+        prior_burden: list[torch.Tensor] | None = None,
+        current_burden: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``<Diff>`` tokens (n_pairs, pool², llm_dim) from per-pair (h, w, d) features, (S, h, w) burden
         maps (:attr:`AnomalyMaps.burden_maps`) and f_p tokens."""
@@ -81,9 +81,9 @@ class DiffProcessor(nn.Module):
             p, c = self._pool(prior), self._pool(current)
             queries.append(torch.cat([c - p, p, c], dim=-1))
         q = self.query_in(torch.stack(queries)) + self.query_embed
-        if prior_share is not None and current_share is not None:
+        if prior_burden is not None and current_burden is not None:
             q = q + self.burden_in(torch.stack([self.burden(p, c).to(q.dtype)
-                                                for p, c in zip(prior_share, current_share)]))
+                                                for p, c in zip(prior_burden, current_burden)]))
         memory, padding = pad_sequences(
             [
                 torch.cat([fp.to(q.dtype) + self.study_embed[0], fc.to(q.dtype) + self.study_embed[1]])
