@@ -116,30 +116,35 @@ class AnomalyProcessor(nn.Module):
 
     def compute_maps(self, layers: list[torch.Tensor]) -> AnomalyMaps:
         """Anomaly maps of one image from its tapped layers, each (h, w, vision_dim)."""
+        return self.compute_maps_batch(torch.stack(self._check_layers(layers))[None])[0]
+
+    def _check_layers(self, layers: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(layers) != self.num_layers:
             raise ValueError(f"expected {self.num_layers} tapped layers, got {len(layers)}")
-        h, w, _ = layers[0].shape
+        return layers
+
+    def compute_maps_batch(self, layers: torch.Tensor) -> list[AnomalyMaps]:
+        """Anomaly maps of images that share a patch grid, from their tapped layers (B, L, h, w, vision_dim)."""
         dtype = self.abnormal_token.dtype
         projected = torch.stack(
-            [proj(norm(x.to(dtype))) for x, norm, proj in zip(layers, self.layer_norms, self.layer_proj)]
-        )  # (L, h, w, d)
-        context = self.patch_context(projected.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            [proj(norm(layers[:, i].to(dtype))) for i, (norm, proj) in enumerate(zip(self.layer_norms, self.layer_proj))],
+            dim=1,
+        )  # (B, L, h, w, d)
+        flat = projected.flatten(0, 1).permute(0, 3, 1, 2)  # (B·L, d, h, w)
+        context = self.patch_context(flat).permute(0, 2, 3, 1).view_as(projected)
         tokens = self.score_query(torch.stack([self.abnormal_token, self.normal_token]))  # (2, d)
         keys = self.score_key(projected + context)
-        logits = torch.einsum("lhwd,sd->slhw", keys, tokens) / math.sqrt(tokens.shape[-1])
-        logits = logits + self.score_bias.view(2, 1, 1, 1)
+        logits = torch.einsum("blhwd,sd->sblhw", keys, tokens) / math.sqrt(tokens.shape[-1])
+        logits = logits + self.score_bias.view(2, 1, 1, 1, 1)
         abnormal, normal = torch.sigmoid(logits[0]), torch.sigmoid(logits[1])
-        anomaly = (abnormal - normal).mean(0)
-        fused = projected.mean(0)
+        anomaly = (abnormal - normal).mean(1)  # (B, h, w)
+        fused = projected.mean(1)
         modulated = fused * (1.0 + anomaly).unsqueeze(-1) if self.modulate else fused
-        return AnomalyMaps(
-            abnormal=abnormal,
-            normal=normal,
-            anomaly=anomaly,
-            abnormal_logits=logits[0],
-            normal_logits=logits[1],
-            modulated=modulated,
-        )
+        return [
+            AnomalyMaps(abnormal=abnormal[i], normal=normal[i], anomaly=anomaly[i], abnormal_logits=logits[0, i],
+                        normal_logits=logits[1, i], modulated=modulated[i])
+            for i in range(layers.shape[0])
+        ]
 
     def pool(self, modulated: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """2-D global pooling of (h, w, d) features to (size², d) queries."""
@@ -161,7 +166,14 @@ class AnomalyProcessor(nn.Module):
             layers: per image, the tapped layers' (h, w, vision_dim) features.
             projected: per image, f_p(V*) tokens (n_tokens, llm_dim): the Q-Former's keys/values.
         """
-        maps = [self.compute_maps(image_layers) for image_layers in layers]
+        maps: list[AnomalyMaps | None] = [None] * len(layers)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, image_layers in enumerate(layers):
+            groups.setdefault(tuple(self._check_layers(image_layers)[0].shape), []).append(i)
+        for members in groups.values():  # images that share a patch grid go through together
+            batch = torch.stack([torch.stack(layers[i]) for i in members])
+            for i, m in zip(members, self.compute_maps_batch(batch)):
+                maps[i] = m
         queries = torch.stack([self.pool(m.modulated) for m in maps])
         peaks = torch.stack([self.peaks(m.anomaly) for m in maps])
         queries = self.query_proj(queries) + self.query_pos + peaks.unsqueeze(-1) * self.peak_embed
