@@ -44,7 +44,7 @@ class DemoPlan:
 # FULL fits the 15 minutes on 2 quiet cores; the stage-1 start comparison (random vs stage-0
 # backbone, 2 × 300 more stage-1 steps) is left to ``--compare-start`` for that reason. Sized with margin:
 # the plan at 400/760/450/420 + 200/100 steps took 832 s in one session and 922 s in the next (2-core
-# machines, stage 0 21 % slower per step in the second), so the main stages were cut by 10-17 %. The
+# machines, stage 0 14 % slower per step in the second), so the main stages were cut by 10-17 %. The
 # ablations keep 200 + 100 steps: at 180 + 90 all three variants answered every change pair alike (0.34),
 # and at 160 + 80 the full variant's detection failed in one run.
 FULL = DemoPlan(stage0_steps=330, stage1_steps=640, stage2_steps=400, stage3_steps=360, ablation_steps=200,
