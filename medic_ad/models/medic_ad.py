@@ -38,6 +38,7 @@ from medic_ad.models.builders import (
     resolve_layers,
 )
 from medic_ad.models.components.anomaly_processor import AnomalyMaps
+from medic_ad.models.components.qformer import group_indices
 from medic_ad.models.config import MedicADConfig
 from medic_ad.models.qwen2_5_vl.backbone import Backbone, BackboneLoadError, VisionFeatures, VisionTap, load_backbone
 from medic_ad.models.qwen2_5_vl.processing import ChatExample
@@ -351,11 +352,8 @@ class MedicAD(nn.Module):
                   images: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per image (H, W) heatmap logits. Images that share a patch grid go through the decoder together,
         up to ``HEATMAP_PIXELS_PER_CALL`` pixels a call."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, grid in enumerate(feats.grids):
-            groups.setdefault(tuple(grid), []).append(i)
         logits: list[torch.Tensor | None] = [None] * len(images)
-        for grid, members in groups.items():
+        for grid, members in group_indices(tuple(grid) for grid in feats.grids).items():
             size = self._pixel_size(grid)
             per_call = max(1, HEATMAP_PIXELS_PER_CALL // (size[0] * size[1]))
             for start in range(0, len(members), per_call):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medic_ad.models.components.qformer import QFormer, pad_sequences, two_layer_mlp
+from medic_ad.models.components.qformer import QFormer, group_indices, pad_sequences, two_layer_mlp
 
 
 @dataclass
@@ -116,15 +116,12 @@ class AnomalyProcessor(nn.Module):
 
     def compute_maps(self, layers: list[torch.Tensor]) -> AnomalyMaps:
         """Anomaly maps of one image from its tapped layers, each (h, w, vision_dim)."""
-        return self.compute_maps_batch(torch.stack(self._check_layers(layers))[None])[0]
-
-    def _check_layers(self, layers: list[torch.Tensor]) -> list[torch.Tensor]:
-        if len(layers) != self.num_layers:
-            raise ValueError(f"expected {self.num_layers} tapped layers, got {len(layers)}")
-        return layers
+        return self.compute_maps_batch(torch.stack(layers)[None])[0]
 
     def compute_maps_batch(self, layers: torch.Tensor) -> list[AnomalyMaps]:
         """Anomaly maps of images that share a patch grid, from their tapped layers (B, L, h, w, vision_dim)."""
+        if layers.shape[1] != self.num_layers:
+            raise ValueError(f"expected {self.num_layers} tapped layers, got {layers.shape[1]}")
         dtype = self.abnormal_token.dtype
         projected = torch.stack(
             [proj(norm(layers[:, i].to(dtype))) for i, (norm, proj) in enumerate(zip(self.layer_norms, self.layer_proj))],
@@ -167,10 +164,8 @@ class AnomalyProcessor(nn.Module):
             projected: per image, f_p(V*) tokens (n_tokens, llm_dim): the Q-Former's keys/values.
         """
         maps: list[AnomalyMaps | None] = [None] * len(layers)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, image_layers in enumerate(layers):
-            groups.setdefault(tuple(self._check_layers(image_layers)[0].shape), []).append(i)
-        for members in groups.values():  # images that share a patch grid go through together
+        # images that share a patch grid (and layer count) go through together
+        for members in group_indices((len(x), *x[0].shape) for x in layers).values():
             batch = torch.stack([torch.stack(layers[i]) for i in members])
             for i, m in zip(members, self.compute_maps_batch(batch)):
                 maps[i] = m

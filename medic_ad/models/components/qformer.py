@@ -1,6 +1,9 @@
-"""Q-Former blocks shared by the Anomaly and Diff processors (BLIP-2 style, pre-norm)."""
+"""Q-Former blocks shared by the Anomaly and Diff processors (BLIP-2 style, pre-norm), and the small
+batching helpers the modules share."""
 
 from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
 
 import torch
 from torch import nn
@@ -70,3 +73,11 @@ def pad_sequences(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
         out[i, : s.shape[0]] = s
         pad[i, : s.shape[0]] = False
     return out, pad
+
+
+def group_indices(keys: Iterable[Hashable]) -> dict[Hashable, list[int]]:
+    """Positions of equal keys, in first-seen order (e.g. the images that share a patch grid)."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
