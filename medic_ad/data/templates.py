@@ -36,6 +36,7 @@ __all__ = [
     "ChatExample",
     "Task",
     "change_example",
+    "choice_answer",
     "describe_region",
     "detection_example",
     "format_options",
@@ -88,6 +89,11 @@ def format_options(options: Mapping[str, str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in options.items()) + "."
 
 
+def choice_answer(letter: str, options: Mapping[str, str]) -> str:
+    """The target of a multiple-choice question: ``"C: Worsened"``."""
+    return f"{letter}: {options[letter]}"
+
+
 def detection_example(
     sample: Sample,
     *,
@@ -126,7 +132,7 @@ def change_example(
             raise ValueError(f"{sample.id}: no change label or answered options")
         if not all(v in text for v in options.values()):
             text = f"{text} {format_options(options)}"
-        return ChatExample(user_message(2, text), f"{letter}: {options[letter]}", "change")
+        return ChatExample(user_message(2, text), choice_answer(letter, options), "change")
     if sample.change is None:
         raise ValueError(f"{sample.id}: a plain change question needs a change label")
     return ChatExample(user_message(2, question or PLAIN_CHANGE_PROMPT), sample.change, "change")

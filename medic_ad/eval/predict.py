@@ -239,12 +239,14 @@ def _choose_first(model: Any, batch: dict, candidates: list[int]):
     return probs, first
 
 
-def _choose_and_answer(model: Any, batch: dict, candidates: list[int], max_new_tokens: int, free: bool):
+def _choose_and_answer(model: Any, batch: dict, candidates: list[int], max_new_tokens: int, free: bool,
+                       completions: list[str]):
     """Choice probabilities and answers. Scored answers come from one pass where the model has one
-    (MEDIC-AD's ``generate_choice``: same probabilities as the prefill); otherwise, and for free
-    answers, a prefill and then ``generate``."""
+    (MEDIC-AD's ``generate_choice``: same probabilities as the prefill, and the answer is the chosen
+    one of ``completions`` verbatim); otherwise, and for free answers, a prefill and then ``generate``."""
     if not free and callable(getattr(model, "generate_choice", None)):
-        out = model.generate_choice(batch, candidates, max_new_tokens=max(max_new_tokens, 1))
+        out = model.generate_choice(batch, candidates, max_new_tokens=max(max_new_tokens, 1),
+                                    completions=completions)
         return out.probs, out.answers
     probs, first = _choose_first(model, batch, candidates)
     return probs, _answers(model, batch, max_new_tokens, None if free else first)
@@ -253,13 +255,15 @@ def _choose_and_answer(model: Any, batch: dict, candidates: list[int], max_new_t
 @register_predictor("detection")
 def _predict_detection(model: Any, task: TaskSpec, samples: list, *, max_new_tokens: int, free: bool,
                        **_: Any) -> list[dict[str, Any]]:
+    from medic_ad.data.templates import DETECTION_ANSWERS
     from medic_ad.eval.parsing import yes_no_label
     from medic_ad.models.qwen2_5_vl.processing import ChatExample
 
     prompt = task.the_prompt
     yes, no = model.processor.first_token_id("Yes"), model.processor.first_token_id("No")
     batch = model.prepare([ChatExample([_pil(s.images[0])], prompt) for s in samples])
-    probs, answers = _choose_and_answer(model, batch, [yes, no], max_new_tokens, free)
+    probs, answers = _choose_and_answer(model, batch, [yes, no], max_new_tokens, free,
+                                        [DETECTION_ANSWERS["abnormal"], DETECTION_ANSWERS["normal"]])
     return [{"prompt": prompt, "raw": a, "parsed": yes_no_label(a), "score": round(float(p[0]), 6),
              "label": s.label, "image": _ref(s.images[0])} for s, a, p in zip(samples, answers, probs)]
 
@@ -286,19 +290,22 @@ def change_question(sample: Any, task: TaskSpec) -> tuple[str, dict[str, str], s
 @register_predictor("change")
 def _predict_change(model: Any, task: TaskSpec, samples: list, *, max_new_tokens: int, free: bool,
                     **_: Any) -> list[dict[str, Any]]:
+    from medic_ad.data.templates import choice_answer
     from medic_ad.eval.parsing import parse_change, parse_choice
     from medic_ad.models.qwen2_5_vl.processing import ChatExample
 
     questions = [change_question(s, task) for s in samples]
     rows: list[dict[str, Any] | None] = [None] * len(samples)
-    # Samples with the same option letters share one prefill batch.
-    groups: dict[tuple[str, ...], list[int]] = {}
+    # Samples with the same options share one prefill batch (and so the answers' completions).
+    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for i, (_, options, _) in enumerate(questions):
-        groups.setdefault(tuple(options), []).append(i)
-    for letters, idx in groups.items():
+        groups.setdefault(tuple(options.items()), []).append(i)
+    for items, idx in groups.items():
+        letters = [letter for letter, _ in items]
         ids = [model.processor.first_token_id(letter) for letter in letters]
         batch = model.prepare([ChatExample([_pil(x) for x in samples[i].images], questions[i][0]) for i in idx])
-        probs, answers = _choose_and_answer(model, batch, ids, max_new_tokens, free)
+        probs, answers = _choose_and_answer(model, batch, ids, max_new_tokens, free,
+                                            [choice_answer(letter, dict(items)) for letter in letters])
         for k, i in enumerate(idx):
             text, options, gold = questions[i]
             rows[i] = {"prompt": text, "raw": answers[k], "parsed": parse_choice(answers[k], options),

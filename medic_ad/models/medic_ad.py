@@ -28,7 +28,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from medic_ad.data.templates import CHANGE_LETTER, CHANGE_QUESTION, DETECTION_PROMPT, format_options
+from medic_ad.data.templates import (CHANGE_LETTER, CHANGE_QUESTION, DETECTION_ANSWERS, DETECTION_PROMPT,
+                                     choice_answer, format_options)
 from medic_ad.data.templates import CHANGE_OPTIONS as CHANGE_OPTION_TEXT  # letter -> option text
 from medic_ad.models.builders import (
     build_anomaly_processor,
@@ -105,23 +106,36 @@ class ChoiceAnswers:
     answers: list[str]
 
 
-class FirstTokenChoice(LogitsProcessor):
-    """At the first generated position: softmax over the choice tokens' logits, then force their argmax.
+class ConstrainedChoice(LogitsProcessor):
+    """Multiple-choice decoding: score the choices at the first answer position, then answer with one.
 
+    At the first generated position: softmax over the choice tokens' logits, and their argmax is forced.
     The probabilities come from the logits the LM head produced (captured by :meth:`watch`), not from
     the scores ``generate`` hands over: processors of the checkpoint's generation config (e.g. a
     ``repetition_penalty``) run before custom ones and would otherwise change them. The forcing runs
-    last, so it wins. Later positions are left alone. One instance serves one ``generate`` call.
+    last, so it wins. With ``completions`` (each choice's whole answer, first token included, then
+    ``end``) the later positions are forced to the chosen answer too, so the text cannot contradict the
+    decision; without, they are left to the model. One instance serves one ``generate`` call.
     """
 
-    def __init__(self, choices: Sequence[int]) -> None:
+    def __init__(self, choices: Sequence[int], completions: Sequence[Sequence[int]] | None = None,
+                 end: int | None = None) -> None:
         self.choices = [int(c) for c in choices]
+        if completions is not None:
+            if len(completions) != len(self.choices) or any(
+                    not seq or int(seq[0]) != c for seq, c in zip(completions, self.choices)):
+                raise ValueError("each completion must start with its choice token, one completion per choice")
+            if end is None:
+                raise ValueError("completions need the end token that closes an answer")
+            completions = [[int(t) for t in seq] + [int(end)] for seq in completions]
+        self.completions = completions
         self.probs: torch.Tensor | None = None
         self.chosen: torch.Tensor | None = None
         self._raw: torch.Tensor | None = None
+        self._start = 0
 
     @contextmanager
-    def watch(self, head: nn.Module) -> Iterator["FirstTokenChoice"]:
+    def watch(self, head: nn.Module) -> Iterator["ConstrainedChoice"]:
         """Keep the last-position logits of ``head``'s first call (the prefill) while inside."""
 
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
@@ -135,12 +149,18 @@ class FirstTokenChoice(LogitsProcessor):
             handle.remove()
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.chosen is not None:
+        if self.chosen is None:
+            logits = scores if self._raw is None else self._raw.to(scores.device)
+            self.probs = torch.softmax(logits[:, self.choices], -1)
+            self.chosen = self.probs.argmax(-1)  # ties: the first choice, so P(first) >= 0.5 <=> chosen == 0
+            self._start = input_ids.shape[1]
+            token = torch.tensor(self.choices, device=scores.device)[self.chosen]
+        elif self.completions is None:
             return scores
-        logits = scores if self._raw is None else self._raw.to(scores.device)
-        self.probs = torch.softmax(logits[:, self.choices], -1)
-        self.chosen = self.probs.argmax(-1)  # ties: the first choice, so P(first) >= 0.5 <=> chosen == 0
-        token = torch.tensor(self.choices, device=scores.device)[self.chosen]
+        else:
+            step = input_ids.shape[1] - self._start
+            token = torch.tensor([seq[min(step, len(seq) - 1)] for seq in
+                                  (self.completions[c] for c in self.chosen.tolist())], device=scores.device)
         return torch.full_like(scores, float("-inf")).scatter_(1, token[:, None], 0.0)
 
 
@@ -445,16 +465,20 @@ class MedicAD(nn.Module):
 
     @torch.no_grad()
     def generate_choice(
-        self, batch: dict[str, torch.Tensor], choices: Sequence[int], *, max_new_tokens: int = 8
+        self, batch: dict[str, torch.Tensor], choices: Sequence[int], *, max_new_tokens: int = 8,
+        completions: Sequence[str] | None = None,
     ) -> ChoiceAnswers:
         """Score the ``choices`` tokens as the first answer token and answer, in one ``generate``.
 
         ``probs`` = softmax over the choices' logits at the first answer position, the same numbers as
         from :meth:`next_token_logits`; each answer starts with the argmax choice (forced by
-        :class:`FirstTokenChoice`), the tokens after it are greedy. One vision pass and one prefill.
+        :class:`ConstrainedChoice`). With ``completions`` (each choice's whole answer text, e.g.
+        ``"C: Worsened"``) the answer is the chosen one verbatim, cut at ``max_new_tokens``; without,
+        the tokens after the choice are greedy. One vision pass and one prefill.
         """
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        choice = FirstTokenChoice(choices)
+        sequences = None if completions is None else [self.processor.answer_token_ids(c) for c in completions]
+        choice = ConstrainedChoice(choices, sequences, end=self.processor.end_token_id)
         with choice.watch(self.backbone.get_output_embeddings()):
             rows = self._generate_rows(batch, max_new_tokens=max(max_new_tokens, 1),
                                        logits_processor=LogitsProcessorList([choice]))
@@ -500,7 +524,8 @@ class MedicAD(nn.Module):
         for start in range(0, len(pil), batch_size):
             chunk = pil[start:start + batch_size]
             batch = self.prepare([ChatExample([im], DETECTION_PROMPT) for im in chunk])
-            out = self.generate_choice(batch, [yes, no], max_new_tokens=max_new_tokens)
+            out = self.generate_choice(batch, [yes, no], max_new_tokens=max_new_tokens,
+                                       completions=[DETECTION_ANSWERS["abnormal"], DETECTION_ANSWERS["normal"]])
             results += [DetectionResult(answer=a, abnormal=c == 0, score=float(s))
                         for a, c, s in zip(out.answers, out.chosen.tolist(), out.probs[:, 0].tolist())]
         return results[0] if single else results
@@ -522,7 +547,8 @@ class MedicAD(nn.Module):
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
             batch = self.prepare([ChatExample([p, c], change_prompt(region)) for p, c in chunk])
-            out = self.generate_choice(batch, ids, max_new_tokens=max_new_tokens)
+            out = self.generate_choice(batch, ids, max_new_tokens=max_new_tokens,
+                                       completions=[choice_answer(k, CHANGE_OPTION_TEXT) for k in letters])
             results += [ComparisonResult(answer=answer, label=CHANGE_OPTIONS[letters[best]],
                                          probs={CHANGE_OPTIONS[k]: float(v) for k, v in zip(letters, probs.tolist())})
                         for answer, best, probs in zip(out.answers, out.chosen.tolist(), out.probs)]
@@ -709,5 +735,5 @@ def _load_pil(x, *, role: str = "image"):
     return load_image_any(x).to_pil()
 
 
-__all__ = ["MedicAD", "MedicADOutput", "DetectionResult", "ComparisonResult", "ChoiceAnswers", "FirstTokenChoice",
+__all__ = ["MedicAD", "MedicADOutput", "DetectionResult", "ComparisonResult", "ChoiceAnswers", "ConstrainedChoice",
            "CHANGE_OPTIONS", "DETECTION_PROMPT", "change_prompt", "BackboneLoadError"]

@@ -15,6 +15,7 @@ import numpy as np
 from medic_ad.data.pairs import ChangePairs
 from medic_ad.data.registry import detect_format, get_dataset
 from medic_ad.data.schema import LABELS, Sample
+from medic_ad.data.templates import choice_answer, format_options
 from medic_ad.data.synthetic import SyntheticControl
 from medic_ad.training.config import DataSource
 
@@ -92,8 +93,7 @@ def modality_question(sample: Sample, modality: str) -> Sample:
         letters = "ABC"
         options = {letters[i]: choices[j] for i, j in enumerate(order)}
         right = next(k for k, v in options.items() if v == modality)
-        listed = ", ".join(f"{k}: {v}" for k, v in options.items())
-        question, answer = f"Which modality is this image? {listed}.", f"{right}: {modality}"
+        question, answer = f"Which modality is this image? {format_options(options)}", choice_answer(right, options)
     return Sample(id=sample.id, images=sample.images[:1], question=question, answer=answer,
                   dataset=sample.dataset, split=sample.split, group=sample.group)
 

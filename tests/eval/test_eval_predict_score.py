@@ -210,3 +210,31 @@ def test_mmxu_multiple_choice_keeps_its_own_letters(dummy, image_folder, tmp_pat
                  progress=False, overwrite=True)
     m = score_file(out, task="mmxu")
     assert m["per_class"] == {"worsened": 1.0, "improved": 0.0, "no change": None}
+
+
+def test_scored_answers_of_a_medic_ad_model_are_the_chosen_options(image_folder, tmp_path):
+    """MEDIC-AD answers a scored question with the chosen option verbatim, also when questions with
+    different option texts under the same letters are predicted together."""
+    from medic_ad import MedicAD
+
+    root = tmp_path / "mmxu"
+    root.mkdir()
+    orders = [{"A": "Worsened", "B": "Improved", "C": "No significant change"},
+              {"A": "No significant change", "B": "Improved", "C": "Worsened"}]
+    recs = [{"id": i, "content_type": "change", "related_region_name": "left lower lung zone",
+             "question": "What is the condition of the left lower lung zone across the two chest CXR images?",
+             "options": orders[i % 2], "answer": "A", "cur_image_path": str(image_folder / "abnormal/a0.png"),
+             "prior_image_path": [str(image_folder / "normal/n0.png")]} for i in range(4)]
+    (root / "MMXU-test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    task = get_task("mmxu")
+    model = MedicAD.tiny(seed=0)
+    out = tmp_path / "m.jsonl"
+    predict_task(model, task, load_task_samples(task, data_root=tmp_path).samples, out, model_name="tiny",
+                 progress=False, max_new_tokens=12)
+    for r in (json.loads(x) for x in out.read_text().splitlines()):
+        chosen = max(r["probs"], key=r["probs"].get)
+        assert r["raw"] == f"{chosen}: {r['options'][chosen]}" and r["parsed"] == chosen
+    det, samples = _detection(image_folder)
+    predict_task(model, det, samples, tmp_path / "d.jsonl", model_name="tiny", progress=False, max_new_tokens=8)
+    for r in (json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()):
+        assert r["raw"] == ("Yes." if r["score"] >= 0.5 else "No.")

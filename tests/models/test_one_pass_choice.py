@@ -108,6 +108,37 @@ def test_compare_probs_equal_prefill(model):
     assert c.answer.startswith(model.processor.decode([model.processor.first_token_id(best)]))
 
 
+def test_answers_are_the_chosen_options_verbatim(model):
+    """The text after the decided token is the chosen option, whatever the LM would continue with
+    (the random model here would babble), and a short budget cuts it."""
+    images = _images(1) + _images(2)
+    for r in model.detect(images, max_new_tokens=8):
+        assert r.answer == ("Yes." if r.abnormal else "No.")
+    text = {v: f"{k}: {templates.CHANGE_OPTIONS[k]}" for k, v in CHANGE_OPTIONS.items()}
+    for r in model.compare(images[0::2], images[1::2], max_new_tokens=12):
+        assert r.answer == text[r.label]
+    cut = model.compare(images[0], images[1], max_new_tokens=2)
+    assert cut.answer == text[cut.label].split(" ")[0]  # "C:" — the letter and the colon
+
+
+def test_free_continuation_is_left_to_the_model_without_completions(model):
+    images = _images(3)
+    batch = model.prepare([ChatExample([im], DETECTION_PROMPT) for im in images])
+    tokens = [model.processor.first_token_id(t) for t in ("Yes", "No")]
+    forced = model.generate_choice(batch, tokens, max_new_tokens=6, completions=["Yes.", "No."])
+    free = model.generate_choice(batch, tokens, max_new_tokens=6)
+    torch.testing.assert_close(forced.probs, free.probs)
+    assert forced.answers == [("Yes." if c == 0 else "No.") for c in forced.chosen.tolist()]
+    assert free.answers != forced.answers  # the random LM does not stop after "Yes."/"No." by itself
+
+
+def test_completions_must_start_with_their_choice():
+    with pytest.raises(ValueError, match="start with its choice token"):
+        medic_ad_module.ConstrainedChoice([5, 6], [[5, 1], [7, 1]], end=2)
+    with pytest.raises(ValueError, match="end token"):
+        medic_ad_module.ConstrainedChoice([5, 6], [[5], [6]])
+
+
 def test_score_ignores_the_checkpoints_generation_processors():
     """A generation config's processors (here a sequence bias) run before custom ones in ``generate``;
     the score still comes from the model's own logits and the answer from that decision."""

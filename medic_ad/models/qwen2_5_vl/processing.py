@@ -221,12 +221,21 @@ class MedicADProcessor:
             out["labels"] = label_t
         return out
 
-    def first_token_id(self, text: str) -> int:
-        """Id of the first token of ``text`` as an answer would start (scoring by prefill)."""
+    def answer_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` as an answer (right after the assistant turn starts), end token excluded."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
             raise ValueError(f"{text!r} tokenises to nothing")
-        return ids[0]
+        return list(ids)
+
+    def first_token_id(self, text: str) -> int:
+        """Id of the first token of ``text`` as an answer would start (scoring by prefill)."""
+        return self.answer_token_ids(text)[0]
+
+    @property
+    def end_token_id(self) -> int:
+        """The token that closes an answer (``<|im_end|>``), as the training targets end."""
+        return int(self.tokenizer.convert_tokens_to_ids(IM_END))
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
