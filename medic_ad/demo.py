@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,13 +113,12 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: st
     s1 = stage("stage1_anomaly", plan.stage1_steps, input_checkpoint=str(s0))
     s2 = stage("stage2_difference", plan.stage2_steps, input_checkpoint=str(s1))
     s3 = stage("stage3_heatmap", plan.stage3_steps, input_checkpoint=str(s2))
-    final = out / "checkpoint"
-    if final.exists():
-        shutil.rmtree(final)
-    shutil.copytree(s3, final)
-    # the copied checkpoint must not point back into the stage folders: its backbone travels with it
+    # the final checkpoint carries its backbone (checkpoint/backbone/), so it stays usable when the run's
+    # stage folders are moved, deleted or overwritten by the next run; save_pretrained replaces it atomically
     from medic_ad.models.medic_ad import MedicAD
 
+    final = out / "checkpoint"
+    MedicAD.from_pretrained(s3).save_pretrained(final, save_backbone=True)
     model = MedicAD.from_pretrained(final)
 
     from medic_ad.demo_eval import ablations_on_control, evaluate_all, render_overlays, write_report

@@ -41,7 +41,8 @@ from medic_ad.models.builders import (
 from medic_ad.models.components.anomaly_processor import AnomalyMaps
 from medic_ad.models.components.qformer import group_indices
 from medic_ad.models.config import MedicADConfig
-from medic_ad.models.qwen2_5_vl.backbone import Backbone, BackboneLoadError, VisionFeatures, VisionTap, load_backbone
+from medic_ad.models.qwen2_5_vl.backbone import (Backbone, BackboneLoadError, VisionFeatures, VisionTap,
+                                                backbone_fingerprint, load_backbone)
 from medic_ad.models.qwen2_5_vl.processing import ChatExample
 from medic_ad.models.qwen2_5_vl.tiny import TinyBackboneConfig, build_tiny_qwen2_5_vl
 
@@ -611,7 +612,8 @@ class MedicAD(nn.Module):
             else:
                 backbone_ref = str(Path(self.backbone_source).resolve())
             save_file(self.module_state_dict(), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-            meta = {"format_version": FORMAT_VERSION, "backbone": backbone_ref, "stage": self.stage,
+            meta = {"format_version": FORMAT_VERSION, "backbone": backbone_ref,
+                    "backbone_fingerprint": backbone_fingerprint(self.backbone), "stage": self.stage,
                     "config": self.config.to_dict(), **(extra or {})}
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
             _replace_dir(tmp, directory)
@@ -649,6 +651,13 @@ class MedicAD(nn.Module):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{directory / CONFIG_FILE}: invalid config ({exc})") from None
         backbone = load_backbone(backbone_path, dtype=dtype, device=device)
+        expected = meta.get("backbone_fingerprint")  # absent in checkpoints older than the check
+        if expected is not None and backbone_fingerprint(backbone.model) != expected:
+            raise ValueError(
+                f"{directory}: the backbone at {backbone_path} is not the one this checkpoint was trained on "
+                "(its weights differ: the folder was replaced or retrained after the checkpoint was saved). "
+                "Restore that backbone, or keep checkpoints self-contained with save_pretrained(..., save_backbone=True)"
+            )
         model = cls(backbone=backbone, config=config)
         weights = directory / WEIGHTS_FILE
         try:

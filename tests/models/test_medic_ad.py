@@ -162,6 +162,24 @@ def test_save_is_atomic_and_errors_are_readable(tmp_path, tiny_model):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
 
 
+def test_a_checkpoint_refuses_a_backbone_it_was_not_trained_on(tmp_path):
+    """A checkpoint names its backbone by path; if that folder now holds other weights of the same
+    shapes (replaced, retrained), loading stops with one message instead of answering with them."""
+    from medic_ad.models.qwen2_5_vl.backbone import Backbone
+    from medic_ad.models.qwen2_5_vl.tiny import build_tiny_qwen2_5_vl
+
+    folder = tmp_path / "backbone"
+    model, processor = build_tiny_qwen2_5_vl(seed=0)
+    Backbone(model=model, processor=processor, source="tiny").save_pretrained(folder)
+    MedicAD.from_backbone(folder).save_pretrained(tmp_path / "ckpt")
+    assert MedicAD.from_pretrained(tmp_path / "ckpt").stage == 1
+    assert MedicAD.from_pretrained(tmp_path / "ckpt", dtype="bfloat16").stage == 1  # same weights, other dtype
+    other, processor = build_tiny_qwen2_5_vl(seed=1)
+    Backbone(model=other, processor=processor, source="tiny").save_pretrained(folder)
+    with pytest.raises(ValueError, match=r"ckpt: the backbone at .*backbone is not the one this checkpoint"):
+        MedicAD.from_pretrained(tmp_path / "ckpt")
+
+
 def test_user_api(tiny_model, tmp_path):
     images = _images(6, seed=3)
     arr = np.asarray(images[0].convert("L"))

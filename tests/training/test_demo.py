@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 from medic_ad.cli.main import main
 from medic_ad.models.medic_ad import MedicAD
@@ -26,6 +27,9 @@ def test_demo_quick_writes_report_metrics_overlays_and_checkpoint(tmp_path, shar
     assert "## Detection" in report and "## Ablations" in report
     overlays = sorted((out / "overlays").glob("*.png"))
     assert overlays and all(p.stat().st_size > 0 for p in overlays)
+    # the final checkpoint carries its backbone: it loads, the same, with the stage folders gone
+    shutil.rmtree(out / "stages")
+    assert (out / "checkpoint" / "backbone" / "config.json").is_file()
     model = MedicAD.from_pretrained(out / "checkpoint")
     assert model.stage == 3
     r = model.detect(shared_data / "br35h" / "yes" / "y1.png", max_new_tokens=1)

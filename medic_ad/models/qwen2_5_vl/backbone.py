@@ -49,6 +49,29 @@ class Backbone:
         self.processor.save_pretrained(directory)
 
 
+def backbone_fingerprint(model: Qwen2_5_VLForConditionalGeneration, *, sample: int = 4096) -> str:
+    """A short digest of the backbone's weights, to tell whether a checkpoint meets the backbone it was
+    trained on. It covers the first ``sample`` values of the input and output embeddings (rows appended
+    by a tokenizer resize are left out) and the first and last ``sample`` values of every vision-tower
+    tensor, rounded to bfloat16, so loading in float32 or bfloat16 gives the same digest. LoRA never
+    touches these tensors, so merging or unmerging it does not change it either."""
+    import hashlib
+
+    digest = hashlib.sha256()
+
+    def add(name: str, values: torch.Tensor) -> None:
+        digest.update(name.encode())
+        digest.update(values.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
+
+    for name, module in (("embed", model.get_input_embeddings()), ("head", model.get_output_embeddings())):
+        add(name, module.weight.reshape(-1)[:sample])
+    for name, param in model.model.visual.named_parameters():
+        flat = param.reshape(-1)
+        digest.update(str(tuple(param.shape)).encode())
+        add(name, flat[:sample] if flat.numel() <= 2 * sample else torch.cat([flat[:sample], flat[-sample:]]))
+    return digest.hexdigest()[:32]
+
+
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
