@@ -121,7 +121,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: st
     MedicAD.from_pretrained(s3).save_pretrained(final, save_backbone=True)
     model = MedicAD.from_pretrained(final)
 
-    from medic_ad.demo_eval import ablations_on_control, evaluate_all, render_overlays, write_report
+    from medic_ad.demo_eval import (ablations_on_control, evaluate_all, render_overlays, target_checks,
+                                    write_report)
 
     tick = time.perf_counter()
     metrics = evaluate_all(model, data_dir=data_dir if has_data else None, plan=plan, seed=seed)
@@ -133,6 +134,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: st
     timings["ablations"] = round(time.perf_counter() - tick, 1)
     overlays = render_overlays(model, out / "overlays", data_dir=data_dir if has_data else None)
     timings["total"] = round(time.perf_counter() - t0, 1)
+    metrics["targets"] = target_checks(metrics)
     metrics["timings_s"] = timings
     metrics["plan"] = plan.__dict__
     metrics["data_dir"] = str(data_dir) if has_data else None

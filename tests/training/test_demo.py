@@ -23,8 +23,11 @@ def test_demo_quick_writes_report_metrics_overlays_and_checkpoint(tmp_path, shar
     assert set(metrics["ablations"]) == {"full (4 layers, modulation)", "no <Ano> modulation", "last layer only"}
     comparison = metrics["start_comparison"]  # --compare-start: stage 1 from the random and the stage-0 backbone
     assert comparison["steps"] == 2 and {"f1", "auroc"} <= set(comparison["random_start"]) <= set(comparison["stage0_start"])
+    targets = {t["target"]: t for t in metrics["targets"]}
+    assert len(targets) == 4 and all(t["met"] == (t["value"] >= t["goal"]) for t in targets.values())
+    assert targets["change accuracy, control"]["value"] == metrics["change"]["control"]["accuracy"]
     report = (out / "report.md").read_text()
-    assert "## Detection" in report and "## Ablations" in report
+    assert "## Targets" in report and "## Detection" in report and "## Ablations" in report
     overlays = sorted((out / "overlays").glob("*.png"))
     assert overlays and all(p.stat().st_size > 0 for p in overlays)
     # the final checkpoint carries its backbone: it loads, the same, with the stage folders gone
@@ -42,3 +45,4 @@ def test_demo_without_shared_data_runs_on_the_control(tmp_path, capsys):
     assert "running on the synthetic control alone" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["detection"]) == {"control"} and metrics["data_dir"] is None
+    assert [t["met"] for t in metrics["targets"]][-1] is None  # Br35H: not measured without the data
