@@ -512,7 +512,7 @@ class MedicAD(nn.Module):
     # ------------------------------------------------------------------ user API
     def detect(self, image, *, max_new_tokens: int = 8, batch_size: int = 8):
         """Is there any abnormality? ``score`` = P(Yes) against P(No) of the first answer token; the
-        answer starts with the token the score chose, so ``score >= 0.5`` ⇔ ``abnormal`` always holds.
+        answer is the one the score chose ("Yes." / "No."), so ``score >= 0.5`` ⇔ ``abnormal`` always holds.
         One ``generate`` per batch scores and answers (:meth:`generate_choice`).
 
         Accepts a path, PIL image, array or MedicalImage, or a list of them (then returns a list).
@@ -532,7 +532,8 @@ class MedicAD(nn.Module):
         return results[0] if single else results
 
     def compare(self, prior, current, *, region: str | None = None, max_new_tokens: int = 8, batch_size: int = 8):
-        """Worsened / improved / no change between a prior and a current study (MMXU choice A/B/C).
+        """Worsened / improved / no change between a prior and a current study (MMXU choice A/B/C); the
+        answer is the most probable option verbatim ("C: Worsened").
 
         ``prior`` and ``current`` are one study each, or two lists of equal length (then a list comes back,
         ``batch_size`` pairs per ``generate``).
