@@ -153,8 +153,9 @@ def run_training(
             done = step + 1
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.optim.max_steps:
                 accelerator.wait_for_everyone()
+                full = accelerator.get_state_dict(model)  # every rank: a gather under FSDP / ZeRO-3
                 if accelerator.is_main_process:
-                    _save(accelerator, model, optimizer, scheduler, named, ckpt_root, done, cfg)
+                    _save(full, optimizer, scheduler, named, ckpt_root, done, cfg)
     accelerator.wait_for_everyone()
     if writer is not None:
         writer.close()
@@ -164,9 +165,8 @@ def run_training(
                        seconds=time.perf_counter() - t0)
 
 
-def _save(accelerator, model, optimizer, scheduler, named, root: Path, step: int, cfg: TrainConfig) -> None:
+def _save(full: dict, optimizer, scheduler, named, root: Path, step: int, cfg: TrainConfig) -> None:
     names = {n for n, _ in named}
-    full = accelerator.get_state_dict(model)
     trainable = {k: v for k, v in full.items() if k in names}
     save_train_state(root, TrainState(step=step, trainable=trainable, optimizer=optimizer.state_dict(),
                                       scheduler=scheduler.state_dict(), extra={"config": config_to_dict(cfg)}),
