@@ -301,11 +301,11 @@ def _predict_change(model: Any, task: TaskSpec, samples: list, *, max_new_tokens
     for i, (_, options, _) in enumerate(questions):
         groups.setdefault(tuple(options.items()), []).append(i)
     for items, idx in groups.items():
-        letters = [letter for letter, _ in items]
+        letters, options = [letter for letter, _ in items], dict(items)
         ids = [model.processor.first_token_id(letter) for letter in letters]
         batch = model.prepare([ChatExample([_pil(x) for x in samples[i].images], questions[i][0]) for i in idx])
         probs, answers = _choose_and_answer(model, batch, ids, max_new_tokens, free,
-                                            [choice_answer(letter, dict(items)) for letter in letters])
+                                            [choice_answer(letter, options) for letter in letters])
         for k, i in enumerate(idx):
             text, options, gold = questions[i]
             rows[i] = {"prompt": text, "raw": answers[k], "parsed": parse_choice(answers[k], options),

@@ -521,12 +521,12 @@ class MedicAD(nn.Module):
         pil = [_load_pil(x) for x in items]
         yes = self.processor.first_token_id("Yes")
         no = self.processor.first_token_id("No")
+        answers = [DETECTION_ANSWERS["abnormal"], DETECTION_ANSWERS["normal"]]
         results: list[DetectionResult] = []
         for start in range(0, len(pil), batch_size):
             chunk = pil[start:start + batch_size]
             batch = self.prepare([ChatExample([im], DETECTION_PROMPT) for im in chunk])
-            out = self.generate_choice(batch, [yes, no], max_new_tokens=max_new_tokens,
-                                       completions=[DETECTION_ANSWERS["abnormal"], DETECTION_ANSWERS["normal"]])
+            out = self.generate_choice(batch, [yes, no], max_new_tokens=max_new_tokens, completions=answers)
             results += [DetectionResult(answer=a, abnormal=c == 0, score=float(s))
                         for a, c, s in zip(out.answers, out.chosen.tolist(), out.probs[:, 0].tolist())]
         return results[0] if single else results
@@ -545,12 +545,12 @@ class MedicAD(nn.Module):
         pairs = [(_load_pil(p, role="prior"), _load_pil(c, role="current")) for p, c in zip(priors, currents)]
         letters = list(CHANGE_OPTIONS)
         ids = [self.processor.first_token_id(letter) for letter in letters]
+        answers = [choice_answer(k, CHANGE_OPTION_TEXT) for k in letters]
         results: list[ComparisonResult] = []
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
             batch = self.prepare([ChatExample([p, c], change_prompt(region)) for p, c in chunk])
-            out = self.generate_choice(batch, ids, max_new_tokens=max_new_tokens,
-                                       completions=[choice_answer(k, CHANGE_OPTION_TEXT) for k in letters])
+            out = self.generate_choice(batch, ids, max_new_tokens=max_new_tokens, completions=answers)
             results += [ComparisonResult(answer=answer, label=CHANGE_OPTIONS[letters[best]],
                                          probs={CHANGE_OPTIONS[k]: float(v) for k, v in zip(letters, probs.tolist())})
                         for answer, best, probs in zip(out.answers, out.chosen.tolist(), out.probs)]
