@@ -188,8 +188,9 @@ def _pairs_from_masks(task: TaskSpec, sources: list, notes: list[str]) -> "Sampl
 
 
 class SampleList(Sequence):
-    """Samples by index, built on access (change pairs cost ~50 ms each), with their ids known up front
-    so that a resumed run skips finished samples without building them."""
+    """Samples by index, built on access (a change pair is inpainted and re-acquired when built, see
+    ``docs/eval.md``), with their ids known up front so that a resumed run skips finished samples
+    without building them."""
 
     def __init__(self, seq, indices: list[int] | None = None) -> None:
         self._seq = seq

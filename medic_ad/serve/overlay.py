@@ -1,8 +1,9 @@
 """Pictures of the model's maps: a heatmap over its image, and prior | current | change side by side.
 
-Drawn with PIL (matplotlib supplies only the colour maps and the DejaVu font): about 20 ms a
-picture, no global figure state, so the API's worker threads and the UI can draw at once. Nothing
-but pixels, fixed titles and numbers goes into a picture: no file name and no DICOM field.
+Drawn with PIL (matplotlib supplies only the colour maps and the DejaVu font): cheap per picture
+(``docs/serve.md``) and no global figure state, so the API's worker threads and the UI can draw at
+once. Nothing but pixels, fixed titles and numbers goes into a picture: no file name and no DICOM
+field.
 
 Colour conventions:
 - heatmaps: ``inferno`` from 0 (normal) to 1 (abnormal), blended over the grey image with an

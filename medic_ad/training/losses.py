@@ -82,9 +82,9 @@ def lesion_share_loss(m: AnomalyMaps, fraction: torch.Tensor) -> torch.Tensor:
 
     Lesion patches are few, so their BCE toward the normal share is weighted by sqrt(other patches /
     lesion patches); a smooth L1 (beta 0.5) compares each layer's log lesion area in patches with the
-    mask's (half a patch added, as :meth:`DiffProcessor.burden`). Measured on the tiny demo (one full
-    run each, ``docs/model.md``): control change accuracy 0.72 against 0.65 without it, but control
-    detection fell to chance in that run, so the shipped configs leave it off.
+    mask's (half a patch added, as :meth:`DiffProcessor.burden`). The shipped configs leave it off:
+    it helps change accuracy but made control detection unstable (``docs/model.md``, "Stage 1,
+    lesion share").
     """
     lesion = (fraction > 0).to(m.normal_logits.dtype)
     n_lesion = lesion.sum().clamp(min=1.0)
@@ -113,9 +113,9 @@ def heatmap_loss(
     """Dice + BCE (2 : 1 as Citrus-V) per image with a mask; a normal image's target is empty.
 
     A lesion covers about 1 % of the pixels, so plain BCE is nearly all background; lesion pixels are
-    weighted by (background / lesion pixels) ** ``pos_weight_power`` (0: plain BCE). Without it the
-    decoder never learnt lesions darker than their tissue, which look like background (control
-    mIoU on dark lesions 0.05 at 320 stage-3 steps; 0.42 with the default 0.5).
+    weighted by (background / lesion pixels) ** ``pos_weight_power`` (0: plain BCE). Unweighted, the
+    decoder does not learn lesions darker than their tissue, which look like background
+    (``docs/model.md``, "Stage 3, heatmap BCE").
     """
     terms = []
     for logits, mask, label in zip(heatmap_logits, masks, labels.tolist()):

@@ -57,7 +57,7 @@ Describe the image. Which image is brighter? image one image two prior current
 
 @dataclass
 class TinyBackboneConfig:
-    """Sizes of the tiny offline backbone (STACK.md's measured tiny Qwen2.5-VL by default)."""
+    """Sizes of the tiny offline backbone (by default the tiny Qwen2.5-VL of ``../shared/design/STACK.md``)."""
 
     text_hidden_size: int = 64
     text_intermediate_size: int = 128
