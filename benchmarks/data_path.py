@@ -67,8 +67,8 @@ def processors():
 
 def seven_b_need(results_dir: Path | None) -> dict[str, Any]:
     """Images/s one GPU can take for 448² detection (measured if gpu_7b.json is there, else estimated)."""
-    from medic_ad.models.medic_ad import DETECTION_PROMPT
-    from medic_ad.models.qwen2_5_vl.processing import ChatExample
+    from medic_ad.data.templates import DETECTION_PROMPT
+    from medic_ad.data.templates import ChatExample
 
     if results_dir is not None and (results_dir / "gpu_7b.json").is_file():
         try:

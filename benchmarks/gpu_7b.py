@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         print("gpu_7b: skipped: no CUDA GPU here (python benchmarks/gpu_7b.py --dry-run checks it on CPU)")
         return 0
-    from medic_ad.models.medic_ad import DETECTION_PROMPT
-    from medic_ad.models.qwen2_5_vl.processing import ChatExample
+    from medic_ad.data.templates import DETECTION_PROMPT
+    from medic_ad.data.templates import ChatExample
 
     dry = args.dry_run
     if dry:

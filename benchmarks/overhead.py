@@ -76,8 +76,8 @@ def _module_times(model: torch.nn.Module, fn: Callable[[], Any], repeats: int) -
 
 
 def run(*, quick: bool, log: Callable[[str], None], repeats: int | None = None) -> dict[str, Any]:
-    from medic_ad.models.medic_ad import DETECTION_PROMPT, change_prompt
-    from medic_ad.models.qwen2_5_vl.processing import ChatExample
+    from medic_ad.data.templates import DETECTION_PROMPT, change_prompt
+    from medic_ad.data.templates import ChatExample
 
     size = common.bench_size(quick)
     warmup, repeats = (1, repeats or 2) if quick else (2, repeats or 15)

@@ -63,8 +63,8 @@ def text_decision(answer: str) -> str:
 
 
 def run(*, quick: bool, log: Callable[[str], None], repeats: int | None = None) -> dict[str, Any]:
-    from medic_ad.models.medic_ad import DETECTION_PROMPT
-    from medic_ad.models.qwen2_5_vl.processing import ChatExample
+    from medic_ad.data.templates import DETECTION_PROMPT
+    from medic_ad.data.templates import ChatExample
 
     size = common.bench_size(quick)
     warmup, repeats = (1, repeats or 2) if quick else (1, repeats or 7)

@@ -35,8 +35,8 @@ CHANGE_ANSWERS = ("A: No significant change", "B: Improved", "C: Worsened")
 
 
 def _batch(model, stage: int, images, batch_size: int):
-    from medic_ad.models.medic_ad import DETECTION_PROMPT, change_prompt
-    from medic_ad.models.qwen2_5_vl.processing import ChatExample
+    from medic_ad.data.templates import DETECTION_PROMPT, change_prompt
+    from medic_ad.data.templates import ChatExample
 
     if stage == 2:
         examples = [ChatExample([images[(2 * i) % len(images)], images[(2 * i + 1) % len(images)]],

@@ -266,7 +266,7 @@ def run_explain(args: argparse.Namespace) -> int:
     service = _service(args)
     image = _load(service, args.input, args)
     result = service.explain(image)
-    d = result.detection
+    d = result
     title = f"{'abnormal' if d.abnormal else 'normal'} (score {d.score:.2f})"
     atomic_write_bytes(args.out, overlay_png(image, result.heatmap, alpha=args.alpha, title=title))
     if args.heatmap is not None:

@@ -7,8 +7,8 @@ model's input (the processed image size) for the map and heatmap losses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -16,11 +16,22 @@ from PIL import Image
 
 from medic_ad.data.readers import load_image_any, load_mask
 from medic_ad.data.schema import Sample
-from medic_ad.data.templates import Task, make_example
-from medic_ad.models.qwen2_5_vl.processing import ChatExample, MedicADProcessor
+from medic_ad.data.templates import ChatExample, Task, make_example
 
 LABEL_IDS = {"normal": 0, "abnormal": 1}
 UNKNOWN = -1
+
+
+class Processor(Protocol):
+    """What the collator needs of a model's processor (``MedicADProcessor``): examples in, tensors out.
+
+    Declared here so that ``data`` depends on no model code; the model hands its processor in.
+    """
+
+    patch_size: int
+
+    def __call__(self, examples: Sequence[ChatExample], *, use_diff: bool = True,
+                 with_answers: bool = False) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass
@@ -35,7 +46,7 @@ class Collator:
             None) and ``image_labels`` (per image 1 abnormal / 0 normal / -1 unknown).
     """
 
-    processor: MedicADProcessor
+    processor: Processor
     task: Task | None = None
     use_diff: bool = True
     with_masks: bool = True
@@ -47,10 +58,8 @@ class Collator:
         tasks = list(tasks) if tasks is not None else [self.task] * len(samples)
         examples, pils, masks, labels = [], [], [], []
         for sample, task in zip(samples, tasks):
-            chat = make_example(sample, task or self.task)
-            question = _question_text(chat.messages)
             images = [load_image_any(ref).to_pil() for ref in sample.images]
-            examples.append(ChatExample(images=images, question=question, answer=chat.target))
+            examples.append(replace(make_example(sample, task or self.task), images=images))
             pils.extend(images)
             for ref, image in zip(sample.masks, images):
                 masks.append(None if ref is None else load_mask(ref, size=(image.height, image.width)))
@@ -69,14 +78,6 @@ class Collator:
                 [_infer_label(lbl, m) for lbl, m in zip(labels, masks)], dtype=torch.long
             )
         return batch
-
-
-def _question_text(messages: list[dict]) -> str:
-    content = messages[-1]["content"]
-    texts = [c["text"] for c in content if c.get("type") == "text"]
-    if not texts:
-        raise ValueError("chat example has no question text")
-    return " ".join(texts)
 
 
 def _infer_label(label: int, mask: np.ndarray | None) -> int:

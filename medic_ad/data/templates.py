@@ -1,6 +1,6 @@
-"""Task templates: a :class:`~medic_ad.data.schema.Sample` as Hugging Face chat messages + target.
+"""Task templates: a :class:`~medic_ad.data.schema.Sample` as a :class:`ChatExample` (question + answer).
 
-Messages follow the processor chat format, one ``{"type": "image"}`` placeholder per image (prior
+The example's ``messages`` follow the processor chat format, one ``{"type": "image"}`` placeholder per image (prior
 first) before the text::
 
     [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
@@ -15,7 +15,7 @@ with the region, or a description of the mask's position).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +25,8 @@ from medic_ad.data.readers import load_mask
 from medic_ad.data.schema import Sample
 
 __all__ = [
+    "CHANGE_LETTER",
+    "CHANGE_OF_LETTER",
     "CHANGE_OPTIONS",
     "CHANGE_QUESTION",
     "DETECTION_ANSWERS",
@@ -36,6 +38,7 @@ __all__ = [
     "ChatExample",
     "Task",
     "change_example",
+    "change_prompt",
     "choice_answer",
     "describe_region",
     "detection_example",
@@ -54,6 +57,7 @@ MMXU_CHANGE_QUESTION = "What is the condition of the {region} across the two che
 CHANGE_QUESTION = "What is the condition of the {region} across the two images?"
 CHANGE_OPTIONS: Mapping[str, str] = {"A": "No significant change", "B": "Improved", "C": "Worsened"}
 CHANGE_LETTER: Mapping[str, str] = {"no change": "A", "improved": "B", "worsened": "C"}
+CHANGE_OF_LETTER: Mapping[str, str] = {letter: change for change, letter in CHANGE_LETTER.items()}
 PLAIN_CHANGE_PROMPT = (
     "Compared with the prior image, has the abnormality worsened, improved, or not changed? "
     "Answer with worsened, improved or no change."
@@ -64,16 +68,29 @@ NO_ABNORMALITY = "There is no abnormality."
 
 @dataclass(frozen=True)
 class ChatExample:
-    """The user turn in HF chat format, the target answer text, and the task name."""
+    """One model input: a single user turn with 1 or 2 images (prior first) and a question, and the
+    answer when the example is for training or scoring.
 
-    messages: list[dict[str, Any]]
-    target: str
-    task: Task
+    ``images`` are whatever the readers take (paths, PIL images, arrays); the model side loads them.
+    ``messages`` is the same turn in Hugging Face chat format, ``conversation`` adds the answer.
+    """
+
+    images: Sequence[Any]
+    question: str
+    answer: str | None = None
+    task: Task | None = None
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The user turn in HF chat format: one ``{"type": "image"}`` per image, then the question."""
+        return user_message(len(self.images), self.question)
 
     @property
     def conversation(self) -> list[dict[str, Any]]:
-        """``messages`` followed by the assistant turn holding ``target`` (for training)."""
-        reply = {"role": "assistant", "content": [{"type": "text", "text": self.target}]}
+        """``messages`` followed by the assistant turn holding ``answer`` (for training)."""
+        if self.answer is None:
+            raise ValueError("an example without an answer has no conversation")
+        reply = {"role": "assistant", "content": [{"type": "text", "text": self.answer}]}
         return [*self.messages, reply]
 
 
@@ -94,6 +111,11 @@ def choice_answer(letter: str, options: Mapping[str, str]) -> str:
     return f"{letter}: {options[letter]}"
 
 
+def change_prompt(region: str | None = None) -> str:
+    """The MMXU-style multiple-choice question about a prior/current pair, options included."""
+    return f"{CHANGE_QUESTION.format(region=region or 'abnormality')} {format_options(CHANGE_OPTIONS)}"
+
+
 def detection_example(
     sample: Sample,
     *,
@@ -103,7 +125,7 @@ def detection_example(
     """"Is there any abnormality in this image?" -> "Yes."/"No."."""
     if sample.label is None or sample.is_pair:
         raise ValueError(f"{sample.id}: detection needs one image with a normal/abnormal label")
-    return ChatExample(user_message(1, prompt), answers[sample.label], "detection")
+    return ChatExample(list(sample.images), prompt, answers[sample.label], "detection")
 
 
 def change_example(
@@ -132,10 +154,10 @@ def change_example(
             raise ValueError(f"{sample.id}: no change label or answered options")
         if not all(v in text for v in options.values()):
             text = f"{text} {format_options(options)}"
-        return ChatExample(user_message(2, text), choice_answer(letter, options), "change")
+        return ChatExample(list(sample.images), text, choice_answer(letter, options), "change")
     if sample.change is None:
         raise ValueError(f"{sample.id}: a plain change question needs a change label")
-    return ChatExample(user_message(2, question or PLAIN_CHANGE_PROMPT), sample.change, "change")
+    return ChatExample(list(sample.images), question or PLAIN_CHANGE_PROMPT, sample.change, "change")
 
 
 def _region(sample: Sample, region: str | None) -> str:
@@ -148,7 +170,7 @@ def vqa_example(sample: Sample) -> ChatExample:
         raise ValueError(f"{sample.id}: VQA needs a question and an answer")
     answer = sample.options[sample.answer] if sample.options and sample.answer in sample.options else None
     target = f"{sample.answer}: {answer}" if answer is not None else sample.answer
-    return ChatExample(user_message(len(sample.images), sample.question), target, "vqa")
+    return ChatExample(list(sample.images), sample.question, target, "vqa")
 
 
 def grounding_example(sample: Sample, *, prompt: str = GROUNDING_PROMPT) -> ChatExample:
@@ -156,15 +178,15 @@ def grounding_example(sample: Sample, *, prompt: str = GROUNDING_PROMPT) -> Chat
     if sample.is_pair:
         raise ValueError(f"{sample.id}: grounding needs a single image")
     if sample.label == "normal":
-        return ChatExample(user_message(1, prompt), NO_ABNORMALITY, "grounding")
+        return ChatExample(list(sample.images), prompt, NO_ABNORMALITY, "grounding")
     if sample.region:
-        return ChatExample(user_message(1, prompt), sample.region, "grounding")
+        return ChatExample(list(sample.images), prompt, sample.region, "grounding")
     mask_ref = sample.masks[0]
     if mask_ref is None:
         raise ValueError(f"{sample.id}: grounding needs a region or a mask")
     mask = load_mask(mask_ref)
     target = describe_region(mask) if mask.any() else NO_ABNORMALITY
-    return ChatExample(user_message(1, prompt), target, "grounding")
+    return ChatExample(list(sample.images), prompt, target, "grounding")
 
 
 def describe_region(mask: np.ndarray) -> str:

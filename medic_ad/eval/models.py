@@ -1,19 +1,28 @@
-"""Which model a folder holds: a MEDIC-AD checkpoint or a bare Qwen2.5-VL-architecture backbone."""
+"""Which model a folder holds, and the models to evaluate as named rows.
+
+A folder is a MEDIC-AD checkpoint, a bare Qwen2.5-VL-architecture backbone (the baseline), or names a
+registered model in ``model.json`` (``{"model": "dummy"}``); the class comes from the model registry
+(:func:`medic_ad.models.interface.get_model`).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["EvalModel", "load_eval_model", "model_kind", "parse_model_arg", "unique_names"]
+if TYPE_CHECKING:
+    from medic_ad.models.interface import MedicalVLM
+__all__ = ["EvalModel", "MODEL_FILE", "load_eval_model", "model_kind", "parse_model_arg", "unique_names"]
 
 MEDIC_AD_CONFIG = "medic_ad_config.json"
+#: a folder naming its registered model: ``{"model": NAME}``
+MODEL_FILE = "model.json"
 
 
 def model_kind(path: str | Path) -> str:
-    """``"medic_ad"`` or ``"baseline"`` for a folder, or one clear error naming what it is instead."""
+    """The registered model name for a folder, or one clear error naming what it is instead."""
     folder = Path(path)
     if not folder.exists():
         raise FileNotFoundError(f"{folder}: model folder does not exist")
@@ -21,6 +30,17 @@ def model_kind(path: str | Path) -> str:
         raise ValueError(f"{folder}: --model takes a folder (a MEDIC-AD checkpoint or a Qwen2.5-VL model folder)")
     if (folder / MEDIC_AD_CONFIG).is_file():
         return "medic_ad"
+    named = folder / MODEL_FILE
+    if named.is_file():
+        from medic_ad.models.interface import model_names
+
+        try:
+            name = json.loads(named.read_text()).get("model")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise ValueError(f"{named}: unreadable JSON (truncated or corrupt)") from None
+        if name not in model_names():
+            raise ValueError(f"{named}: model {name!r} is not registered ({', '.join(model_names())})")
+        return name
     config = folder / "config.json"
     if config.is_file():
         try:
@@ -35,29 +55,30 @@ def model_kind(path: str | Path) -> str:
                      "(config.json with model_type 'qwen2_5_vl')")
 
 
-def load_eval_model(path: str | Path, *, device: str = "cpu", dtype: str | None = "auto") -> Any:
-    """MEDIC-AD folder → :class:`~medic_ad.models.medic_ad.MedicAD`; Qwen2.5-VL folder →
-    :class:`~medic_ad.eval.baseline.BaselineVLM`; anything else → one ``ValueError``."""
-    kind = model_kind(path)
-    if kind == "medic_ad":
-        from medic_ad.models.medic_ad import MedicAD
+def load_eval_model(path: str | Path, *, device: str = "cpu", dtype: str | None = "auto") -> "MedicalVLM":
+    """The registered model class for the folder (:func:`model_kind`), loaded; anything else → one ``ValueError``."""
+    from medic_ad.models.interface import get_model
 
-        return MedicAD.from_pretrained(path, device=device, dtype=dtype)
-    from medic_ad.eval.baseline import BaselineVLM
-
-    return BaselineVLM.from_pretrained(path, device=device, dtype=dtype)
+    return get_model(model_kind(path)).load(path, device=device, dtype=dtype)
 
 
 @dataclass
 class EvalModel:
-    """A model to evaluate: its row name in the tables, its folder and (once loaded) the model."""
+    """A model to evaluate: its row name in the tables, its folder, its registered model name (``kind``)
+    and (once loaded, or handed in) the model."""
 
     name: str
     path: Path
     kind: str
-    model: Any = None
+    model: "MedicalVLM | None" = None
 
-    def load(self, *, device: str = "cpu", dtype: str | None = "auto") -> Any:
+    @property
+    def has_heatmaps(self) -> bool:
+        from medic_ad.models.interface import get_model
+
+        return get_model(self.kind).has_heatmaps
+
+    def load(self, *, device: str = "cpu", dtype: str | None = "auto") -> "MedicalVLM":
         if self.model is None:
             self.model = load_eval_model(self.path, device=device, dtype=dtype)
         return self.model

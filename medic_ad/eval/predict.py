@@ -27,11 +27,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from medic_ad.eval.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from medic_ad.models.interface import MedicalVLM
 
 __all__ = ["FORMAT_VERSION", "PredictSummary", "predict_task", "read_predictions", "register_predictor"]
 
@@ -140,14 +143,15 @@ def _check_existing(records: list[dict[str, Any]], path: Path, task: str, model_
                              "use the same settings to resume, another --out, or --overwrite")
 
 
-def predict_task(model: Any, task: TaskSpec, samples: Any, out_path: str | Path, *, model_name: str,
+def predict_task(model: "MedicalVLM", task: TaskSpec, samples: Any, out_path: str | Path, *, model_name: str,
                  model_path: str | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
                  free_decoding: bool = False, progress: bool = True, save_heatmaps: bool = False,
                  overwrite: bool = False, stop_after: int | None = None) -> PredictSummary:
     """Predict every sample of ``samples`` not yet in ``out_path`` and append one line each.
 
-    ``stop_after`` ends the run after that many new samples (tests use it to simulate a kill). A model
-    with ``merge_lora`` (MEDIC-AD) gets its LoRA merged for inference; ``set_stage(1|2)`` unmerges it.
+    ``stop_after`` ends the run after that many new samples (tests use it to simulate a kill). The model
+    is prepared for inference first (:meth:`~medic_ad.models.interface.MedicalVLM.for_inference`: MEDIC-AD
+    folds its LoRA in; ``set_stage(1|2)`` takes it out again).
     """
     from medic_ad.eval.samples import sample_ids
 
@@ -155,11 +159,9 @@ def predict_task(model: Any, task: TaskSpec, samples: Any, out_path: str | Path,
         raise ValueError(f"--batch-size must be ≥ 1, got {batch_size}")
     if task.kind not in _PREDICTORS:
         raise ValueError(f"no predictor for task kind {task.kind!r}")
-    if task.kind == "grounding" and not getattr(model, "supports_heatmaps", True):
-        raise ValueError(f"model {model_name!r} is a bare backbone with no heatmap decoder; "
-                         "grounding needs a MEDIC-AD checkpoint")
-    if callable(getattr(model, "merge_lora", None)):
-        model.merge_lora()
+    if task.kind == "grounding" and not model.has_heatmaps:
+        raise ValueError(f"model {model_name!r} has no heatmap decoder; grounding needs a MEDIC-AD checkpoint")
+    model.for_inference()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if overwrite and out_path.exists():
@@ -219,59 +221,22 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
 # ---------------------------------------------------------------------------------------------- per kind
 
 
-def _pil(x: Any):
-    from medic_ad.data.readers import load_image_any
-
-    return load_image_any(x).to_pil()
-
-
 def _ref(x: Any) -> str | None:
     return str(x) if isinstance(x, (str, Path)) else None
 
 
-def _choose_first(model: Any, batch: dict, candidates: list[int]):
-    """Softmax over the candidates' first-token logits (one prefill) and the chosen token per row."""
-    import torch
-
-    logits = model.next_token_logits(batch)
-    probs = torch.softmax(logits[:, candidates].float(), -1).cpu()
-    first = torch.tensor(candidates)[probs.argmax(-1)]
-    return probs, first
-
-
-def _choose_and_answer(model: Any, batch: dict, candidates: list[int], max_new_tokens: int, free: bool,
-                       completions: list[str]):
-    """Choice probabilities and answers. Scored answers come from one pass where the model has one
-    (MEDIC-AD's ``generate_choice``: same probabilities as the prefill, and the answer is the chosen
-    one of ``completions`` verbatim); otherwise, and for free answers, a prefill and then ``generate``."""
-    if not free and callable(getattr(model, "generate_choice", None)):
-        out = model.generate_choice(batch, candidates, max_new_tokens=max(max_new_tokens, 1),
-                                    completions=completions)
-        return out.probs, out.answers
-    probs, first = _choose_first(model, batch, candidates)
-    return probs, _answers(model, batch, max_new_tokens, None if free else first)
-
-
 @register_predictor("detection")
-def _predict_detection(model: Any, task: TaskSpec, samples: list, *, max_new_tokens: int, free: bool,
+def _predict_detection(model: "MedicalVLM", task: TaskSpec, samples: list, *, max_new_tokens: int, free: bool,
                        **_: Any) -> list[dict[str, Any]]:
-    from medic_ad.data.templates import DETECTION_ANSWERS
+    from medic_ad.data.templates import ChatExample
     from medic_ad.eval.parsing import yes_no_label
-    from medic_ad.models.qwen2_5_vl.processing import ChatExample
+    from medic_ad.models.interface import DETECTION_OPTIONS
 
     prompt = task.the_prompt
-    yes, no = model.processor.first_token_id("Yes"), model.processor.first_token_id("No")
-    batch = model.prepare([ChatExample([_pil(s.images[0])], prompt) for s in samples])
-    probs, answers = _choose_and_answer(model, batch, [yes, no], max_new_tokens, free,
-                                        [DETECTION_ANSWERS["abnormal"], DETECTION_ANSWERS["normal"]])
-    return [{"prompt": prompt, "raw": a, "parsed": yes_no_label(a), "score": round(float(p[0]), 6),
-             "label": s.label, "image": _ref(s.images[0])} for s, a, p in zip(samples, answers, probs)]
-
-
-def _answers(model: Any, batch: dict, max_new_tokens: int, forced) -> list[str]:
-    if max_new_tokens < 1:
-        max_new_tokens = 1
-    return model.generate(batch, max_new_tokens=max_new_tokens, forced_first=forced)
+    rows = model.choose([ChatExample([s.images[0]], prompt) for s in samples], DETECTION_OPTIONS,
+                        max_new_tokens=max(max_new_tokens, 1), force=not free)
+    return [{"prompt": prompt, "raw": r.answer, "parsed": yes_no_label(r.answer), "score": round(r.probs[0], 6),
+             "label": s.label, "image": _ref(s.images[0])} for s, r in zip(samples, rows)]
 
 
 def change_question(sample: Any, task: TaskSpec) -> tuple[str, dict[str, str], str | None]:
@@ -288,29 +253,27 @@ def change_question(sample: Any, task: TaskSpec) -> tuple[str, dict[str, str], s
 
 
 @register_predictor("change")
-def _predict_change(model: Any, task: TaskSpec, samples: list, *, max_new_tokens: int, free: bool,
+def _predict_change(model: "MedicalVLM", task: TaskSpec, samples: list, *, max_new_tokens: int, free: bool,
                     **_: Any) -> list[dict[str, Any]]:
-    from medic_ad.data.templates import choice_answer
+    from medic_ad.data.templates import ChatExample, choice_answer
     from medic_ad.eval.parsing import parse_change, parse_choice
-    from medic_ad.models.qwen2_5_vl.processing import ChatExample
 
     questions = [change_question(s, task) for s in samples]
     rows: list[dict[str, Any] | None] = [None] * len(samples)
-    # Samples with the same options share one prefill batch (and so the answers' completions).
+    # Samples with the same options share one batch (and so the options scored).
     groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for i, (_, options, _) in enumerate(questions):
         groups.setdefault(tuple(options.items()), []).append(i)
     for items, idx in groups.items():
         letters, options = [letter for letter, _ in items], dict(items)
-        ids = [model.processor.first_token_id(letter) for letter in letters]
-        batch = model.prepare([ChatExample([_pil(x) for x in samples[i].images], questions[i][0]) for i in idx])
-        probs, answers = _choose_and_answer(model, batch, ids, max_new_tokens, free,
-                                            [choice_answer(letter, options) for letter in letters])
-        for k, i in enumerate(idx):
+        chosen = model.choose([ChatExample(list(samples[i].images), questions[i][0]) for i in idx],
+                              [choice_answer(letter, options) for letter in letters],
+                              max_new_tokens=max(max_new_tokens, 1), force=not free)
+        for row, i in zip(chosen, idx):
             text, options, gold = questions[i]
-            rows[i] = {"prompt": text, "raw": answers[k], "parsed": parse_choice(answers[k], options),
-                       "parsed_change": parse_change(answers[k], options), "options": options,
-                       "probs": {letter: round(float(p), 6) for letter, p in zip(letters, probs[k].tolist())},
+            rows[i] = {"prompt": text, "raw": row.answer, "parsed": parse_choice(row.answer, options),
+                       "parsed_change": parse_change(row.answer, options), "options": options,
+                       "probs": {letter: round(float(p), 6) for letter, p in zip(letters, row.probs)},
                        "answer": gold, "label": samples[i].change, "region": samples[i].region,
                        "images": [_ref(x) for x in samples[i].images],
                        "source": (samples[i].meta or {}).get("source")}
@@ -331,11 +294,10 @@ def vqa_answer_type(sample: Any, task: TaskSpec) -> str:
 
 
 @register_predictor("vqa")
-def _predict_vqa(model: Any, task: TaskSpec, samples: list, *, max_new_tokens: int, free: bool,
+def _predict_vqa(model: "MedicalVLM", task: TaskSpec, samples: list, *, max_new_tokens: int, free: bool,
                  **_: Any) -> list[dict[str, Any]]:
-    from medic_ad.data.templates import format_options
+    from medic_ad.data.templates import ChatExample, format_options
     from medic_ad.eval.parsing import normalize_answer
-    from medic_ad.models.qwen2_5_vl.processing import ChatExample
 
     prompts = []
     for s in samples:
@@ -343,8 +305,8 @@ def _predict_vqa(model: Any, task: TaskSpec, samples: list, *, max_new_tokens: i
         if s.options and not all(v in q for v in s.options.values()):
             q = f"{q} {format_options(s.options)}"
         prompts.append(q)
-    batch = model.prepare([ChatExample([_pil(x) for x in s.images], q) for s, q in zip(samples, prompts)])
-    answers = model.generate(batch, max_new_tokens=max(1, max_new_tokens))
+    answers = model.answer([ChatExample(list(s.images), q) for s, q in zip(samples, prompts)],
+                           max_new_tokens=max(1, max_new_tokens))
     out = []
     for s, q, a in zip(samples, prompts, answers):
         reference = s.options[s.answer] if s.options and s.answer in s.options else s.answer
@@ -355,7 +317,7 @@ def _predict_vqa(model: Any, task: TaskSpec, samples: list, *, max_new_tokens: i
 
 
 @register_predictor("grounding")
-def _predict_grounding(model: Any, task: TaskSpec, samples: list, *, heat_dir: Path | None = None,
+def _predict_grounding(model: "MedicalVLM", task: TaskSpec, samples: list, *, heat_dir: Path | None = None,
                        **_: Any) -> list[dict[str, Any]]:
     from medic_ad.data.readers import load_image_any, load_mask
     from medic_ad.eval.metrics import heatmap_histograms
@@ -363,7 +325,7 @@ def _predict_grounding(model: Any, task: TaskSpec, samples: list, *, heat_dir: P
     out = []
     for s in samples:
         image = load_image_any(s.images[0])
-        heat = model.explain(image)
+        heat = model.explain(image, max_new_tokens=1).heatmap
         mask = load_mask(s.masks[0], size=image.pixels.shape[:2])
         pos, neg = heatmap_histograms(heat, mask)
         line: dict[str, Any] = {"prompt": task.the_prompt, "raw": None, "parsed": None, "label": s.label,

@@ -88,10 +88,10 @@ def evaluate(
     predictions: dict[str, dict[str, Any]] = {}
     for em in models:
         runnable = [t for t in tasks if t.name in data]
-        if em.kind == "baseline":
+        if not em.has_heatmaps:
             for t in [t for t in runnable if t.kind == "grounding"]:
                 skipped.append({"task": t.name, "model": em.name,
-                                "reason": "a bare backbone has no heatmap decoder (grounding needs MEDIC-AD)"})
+                                "reason": f"a {em.kind} model has no heatmap decoder (grounding needs MEDIC-AD)"})
             runnable = [t for t in runnable if t.kind != "grounding"]
         if not runnable:
             continue

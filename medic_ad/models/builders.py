@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
@@ -9,6 +11,10 @@ from medic_ad.models.components.anomaly_processor import AnomalyProcessor
 from medic_ad.models.components.diff_processor import DiffProcessor
 from medic_ad.models.components.heatmap_decoder import HeatmapDecoder
 from medic_ad.models.config import MedicADConfig
+from medic_ad.models.qwen2_5_vl.backbone import Backbone
+
+if TYPE_CHECKING:
+    from medic_ad.models.medic_ad import MedicAD
 
 
 def resolve_layers(config: MedicADConfig, vision_config) -> tuple[list[int], list[int]]:
@@ -74,3 +80,25 @@ def inject_lora(config: MedicADConfig, model: nn.Module) -> None:
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=pattern, bias="none")
     inject_adapter_in_model(lora, model)
+
+
+def build_medic_ad(backbone: Backbone, config: MedicADConfig) -> "MedicAD":
+    """MEDIC-AD on ``backbone``: the three modules built from ``config`` for the backbone's sizes, LoRA
+    injected into its LLM, its processor told how many ``<Ano>``/``<Diff>`` tokens to lay out; the
+    finished parts are handed to :class:`MedicAD`, which only composes them."""
+    from medic_ad.models.medic_ad import MedicAD
+
+    vision_cfg = backbone.model.config.vision_config
+    llm_dim = int(backbone.model.config.text_config.hidden_size)
+    vision_dim = int(vision_cfg.hidden_size)
+    feature_layers, prompt_layers = resolve_layers(config, vision_cfg)
+    anomaly = build_anomaly_processor(config, vision_dim=vision_dim, llm_dim=llm_dim, num_layers=len(feature_layers),
+                                      prompt_layers=len(prompt_layers))
+    diff = build_diff_processor(config, llm_dim=llm_dim)
+    heatmap = build_heatmap_decoder(config, vision_dim=vision_dim, llm_dim=llm_dim, num_layers=len(feature_layers),
+                                    merge_size=int(vision_cfg.spatial_merge_size))
+    inject_lora(config, backbone.model)
+    backbone.processor.num_ano_tokens = anomaly.num_tokens
+    backbone.processor.num_diff_tokens = diff.num_tokens if config.use_diff else 0
+    return MedicAD(backbone=backbone, config=config, anomaly=anomaly, diff=diff, heatmap=heatmap,
+                   feature_layers=feature_layers, prompt_layers=prompt_layers)

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from medic_ad.models.results import Detection
 from medic_ad.serve.sanity import Limits, SanityError
 from medic_ad.serve.service import Service
 
@@ -357,9 +358,8 @@ def _add_routes(app: FastAPI, service: Service, settings: ServeSettings, run_job
             if not want_png:
                 return service.detect([img])[0].to_dict(), None
             exp = service.explain(img)
-            d = exp.detection
-            title = f"{'abnormal' if d.abnormal else 'normal'} (score {d.score:.2f})"
-            return d.to_dict(), overlay_png(img, exp.heatmap, alpha=alpha, title=title)
+            title = f"{'abnormal' if exp.abnormal else 'normal'} (score {exp.score:.2f})"
+            return Detection.to_dict(exp), overlay_png(img, exp.heatmap, alpha=alpha, title=title)
 
         result, png = await run_job("detect", job)
         if format == "png":
@@ -384,8 +384,7 @@ def _add_routes(app: FastAPI, service: Service, settings: ServeSettings, run_job
         def job() -> tuple[dict[str, Any], bytes, bytes | None]:
             img = service.load(data, name="image", frame=frame, slice_index=slice, axis=axis)
             exp = service.explain(img)
-            d = exp.detection
-            title = f"{'abnormal' if d.abnormal else 'normal'} (score {d.score:.2f})"
+            title = f"{'abnormal' if exp.abnormal else 'normal'} (score {exp.score:.2f})"
             raw = heatmap_png(exp.heatmap) if heatmap else None
             return exp.to_dict(), overlay_png(img, exp.heatmap, alpha=alpha, title=title), raw
 

@@ -16,24 +16,21 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from medic_ad.data.readers import MedicalImage
-from medic_ad.serve.overlay import change_map
+from medic_ad.models.results import Comparison, Detection, Explanation
 from medic_ad.serve.sanity import Limits, SanityError, check_image, check_pair, load_checked
 
 if TYPE_CHECKING:
+    from medic_ad.models.interface import MedicalVLM
     from medic_ad.models.medic_ad import MedicAD
 
 __all__ = [
     "NO_MODEL_MESSAGE",
-    "Comparison",
-    "Detection",
-    "Explanation",
     "Service",
     "clean_region",
     "image_info",
@@ -52,7 +49,7 @@ MAX_REGION_CHARS = 120
 
 def resolve_checkpoint(model: str | Path | None) -> Path:
     """``model``, else ``$MEDIC_AD_MODEL`` or the demo checkpoint; checks the folder is a checkpoint."""
-    from medic_ad.models.medic_ad import read_checkpoint_meta
+    from medic_ad.models.checkpoint import read_checkpoint_meta
     from medic_ad.paths import default_checkpoint
 
     path = Path(model) if model is not None else default_checkpoint()
@@ -69,7 +66,8 @@ _MODELS_LOCK = threading.Lock()
 def load_model(path: str | Path, *, device: str = "cpu") -> "MedicAD":
     """A checkpoint loaded once per process (keyed by folder, device and the config's mtime), LoRA merged:
     serving never trains it."""
-    from medic_ad.models.medic_ad import CONFIG_FILE, MedicAD
+    from medic_ad.models.checkpoint import CONFIG_FILE
+    from medic_ad.models.medic_ad import MedicAD
 
     path = Path(path).resolve()
     key = (str(path), device, (path / CONFIG_FILE).stat().st_mtime)
@@ -99,57 +97,6 @@ def image_info(image: MedicalImage) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Detection:
-    answer: str
-    abnormal: bool
-    score: float
-    image: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"answer": self.answer, "abnormal": self.abnormal, "score": round(self.score, 6), "image": self.image}
-
-
-@dataclass
-class Explanation:
-    detection: Detection
-    heatmap: np.ndarray  # float32 H x W in [0, 1], at the input's size
-
-    def to_dict(self) -> dict[str, Any]:
-        h = self.heatmap
-        peak = np.unravel_index(int(np.argmax(h)), h.shape)
-        stats = {"min": float(h.min()), "max": float(h.max()), "mean": float(h.mean()),
-                 "peak_row_col": [int(peak[0]), int(peak[1])]}
-        return {**self.detection.to_dict(), "heatmap": {k: (round(v, 6) if isinstance(v, float) else v)
-                                                        for k, v in stats.items()}}
-
-
-@dataclass
-class Comparison:
-    label: str
-    answer: str
-    probs: dict[str, float]
-    prior_map: np.ndarray
-    current_map: np.ndarray
-    change: np.ndarray  # current - prior, at the current study's size, in [-1, 1]
-    prior: dict[str, Any] = field(default_factory=dict)
-    current: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        c = self.change
-        return {
-            "label": self.label,
-            "answer": self.answer,
-            "probs": {k: round(v, 6) for k, v in self.probs.items()},
-            "change_map": {"min": round(float(c.min()), 6), "max": round(float(c.max()), 6),
-                           "mean": round(float(c.mean()), 6),
-                           "worse_fraction": round(float((c > 0.05).mean()), 6),
-                           "better_fraction": round(float((c < -0.05).mean()), 6)},
-            "prior": self.prior,
-            "current": self.current,
-        }
-
-
 def clean_region(region: str | None) -> str | None:
     """The ``--region`` text of a comparison question: one short printable line, or None."""
     if region is None:
@@ -167,11 +114,13 @@ def clean_region(region: str | None) -> str | None:
 
 
 class Service:
-    """Inputs to results. ``model`` is a :class:`MedicAD` or a zero-argument callable that loads one."""
+    """Inputs to results. ``model`` is a model of the interface (:class:`MedicalVLM`, e.g. MEDIC-AD) or a
+    zero-argument callable that loads one. Each request runs the model once: its results carry the maps
+    their one forward pass computed."""
 
     def __init__(
         self,
-        model: "MedicAD | Callable[[], MedicAD]",
+        model: "MedicalVLM | Callable[[], MedicalVLM]",
         *,
         limits: Limits = Limits(),
         batch_size: int = 8,
@@ -203,7 +152,7 @@ class Service:
         return other
 
     @property
-    def model(self) -> "MedicAD":
+    def model(self) -> "MedicalVLM":
         with self._lock:
             if self._model is None:
                 self._model = self._loader()  # type: ignore[misc]
@@ -249,25 +198,27 @@ class Service:
 
     # -------------------------------------------------------------------------------- model calls
     def detect(self, images: Sequence[MedicalImage], *, batch_size: int | None = None) -> list[Detection]:
-        """Answer, abnormal flag and score P(abnormal) for each image, in batches."""
+        """Answer, abnormal flag, score P(abnormal) and the anomaly map for each image, in batches."""
         if not images:
             return []
         started = time.perf_counter()
         with self._lock:
-            raw = self.model.detect(list(images), batch_size=batch_size or self.batch_size)
+            results = self.model.detect(list(images), batch_size=batch_size or self.batch_size)
         log.info("detect: %d image(s) in %.2f s", len(images), time.perf_counter() - started)
-        return [Detection(answer=_printable(r.answer), abnormal=bool(r.abnormal), score=float(r.score),
-                          image=image_info(im))
-                for r, im in zip(raw, images)]
+        for r, im in zip(results, images):
+            _finish(r, im)
+        return results
 
     def explain(self, image: MedicalImage) -> Explanation:
-        """Detection plus the heatmap at the input's size."""
+        """Detection plus the heatmap at the input's size, from one forward pass."""
         started = time.perf_counter()
         with self._lock:
-            detection = self.detect([image])[0]
-            heat = self.model.explain(image)
-        log.info("explain: heatmap %dx%d in %.2f s", heat.shape[1], heat.shape[0], time.perf_counter() - started)
-        return Explanation(detection=detection, heatmap=_checked_map(heat, image))
+            result = self.model.explain(image)
+        result = _finish(result, image)
+        result.heatmap = _checked_map(result.heatmap, image)
+        log.info("explain: heatmap %dx%d in %.2f s", image.pixels.shape[1], image.pixels.shape[0],
+                 time.perf_counter() - started)
+        return result
 
     def compare(self, prior: MedicalImage, current: MedicalImage, *, region: str | None = None) -> Comparison:
         """Worsened / improved / no change, both anomaly maps and the change map (current - prior)."""
@@ -276,12 +227,22 @@ class Service:
         started = time.perf_counter()
         with self._lock:
             result = self.model.compare(prior, current, region=region)
-            prior_map = _checked_map(self.model.anomaly_map(prior), prior)
-            current_map = _checked_map(self.model.anomaly_map(current), current)
         log.info("compare: %s in %.2f s", result.label, time.perf_counter() - started)
-        return Comparison(label=result.label, answer=_printable(result.answer), probs=dict(result.probs),
-                          prior_map=prior_map, current_map=current_map, change=change_map(prior_map, current_map),
-                          prior=image_info(prior), current=image_info(current))
+        result.answer = _printable(result.answer)
+        result.prior, result.current = image_info(prior), image_info(current)
+        result.prior_map = _checked_map(result.prior_map, prior)
+        result.current_map = _checked_map(result.current_map, current)
+        return result
+
+
+def _finish(result: Detection, image: MedicalImage) -> Detection:
+    """The service's additions to a model's detection: printable text, the input's safe facts, a clean map."""
+    result.answer = _printable(result.answer)
+    result.abnormal = bool(result.abnormal)
+    result.score = float(result.score)
+    result.image = image_info(image)
+    result.anomaly_map = _checked_map(result.anomaly_map, image)
+    return result
 
 
 def _printable(text: str) -> str:
@@ -289,7 +250,10 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in str(text)).strip()
 
 
-def _checked_map(values: np.ndarray, image: MedicalImage) -> np.ndarray:
+def _checked_map(values: np.ndarray | None, image: MedicalImage) -> np.ndarray | None:
+    """A map at the image's size, finite and in [0, 1] (None stays None: a model without maps)."""
+    if values is None:
+        return None
     values = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     from medic_ad.serve.overlay import resize_map
 

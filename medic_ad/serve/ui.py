@@ -63,9 +63,9 @@ def detect_study(service: Service, data: bytes | None, frame: Any = None, slice_
         return _refusal(exc), None, None, None
     except ValueError as exc:
         return f"### Could not process this study\n{str(exc).splitlines()[0][:300]}", None, None, None
-    d = result.detection
+    d = result
     verdict = "abnormal" if d.abnormal else "normal"
-    info = result.detection.image
+    info = result.image
     markdown = (f"### Answer: {verdict}\n**Score** P(abnormal) = **{d.score:.3f}**\n\n"
                 f"Model's words: `{d.answer.strip() or '(empty)'}`\n\n"
                 f"Input: {info['format'].upper()}{' ' + info['modality'] if info['modality'] else ''}, "

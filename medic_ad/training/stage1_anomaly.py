@@ -12,7 +12,8 @@ import torch
 
 from medic_ad.data.collator import Collator
 from medic_ad.models.config import MedicADConfig
-from medic_ad.models.medic_ad import CONFIG_FILE, MedicAD
+from medic_ad.models.checkpoint import CONFIG_FILE
+from medic_ad.models.medic_ad import MedicAD
 from medic_ad.training.config import TrainConfig
 from medic_ad.training.loop import TrainResult, run_training
 from medic_ad.training.losses import anomaly_map_loss

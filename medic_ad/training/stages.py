@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from medic_ad.models.medic_ad import MedicAD, read_checkpoint_meta
+from medic_ad.models.checkpoint import read_checkpoint_meta
+from medic_ad.models.medic_ad import MedicAD
 from medic_ad.training.config import TrainConfig
 
 

@@ -10,63 +10,10 @@ import torch
 from PIL import Image
 
 
-class DummyModel:
-    """Implements the harness's low-level model interface without a network.
-
-    A bright image (mean > 0.5) reads as abnormal: P(Yes) = its mean. Pairs: the current image
-    brighter than the prior → "C: Worsened", darker → "B: Improved", else "A: No significant change".
-    ``answers`` overrides the text of every answer (e.g. unparseable ones).
-    """
-
-    supports_heatmaps = True
-    kind = "dummy"
-
-    class _Proc:
-        ids = {"Yes": 1, "No": 2, "A": 3, "B": 4, "C": 5}
-
-        def first_token_id(self, text: str) -> int:
-            return self.ids[text]
-
-    def __init__(self, answers: str | None = None) -> None:
-        self.processor = self._Proc()
-        self.answers = answers
-        self.calls = 0
-
-    def prepare(self, examples):
-        means = [[float(np.asarray(im.convert("L"), dtype=np.float32).mean() / 255) for im in ex.images]
-                 for ex in examples]
-        return {"means": means, "questions": [ex.question for ex in examples]}
-
-    def next_token_logits(self, batch):
-        self.calls += 1
-        out = torch.full((len(batch["means"]), 8), -30.0)
-        for i, m in enumerate(batch["means"]):
-            if len(m) == 1:
-                p = min(max(m[0], 1e-4), 1 - 1e-4)
-                out[i, 1], out[i, 2] = float(np.log(p)), float(np.log(1 - p))
-            else:
-                d = m[1] - m[0]
-                letter = 5 if d > 0.02 else 4 if d < -0.02 else 3
-                out[i, letter] = 5.0
-        return out
-
-    def generate(self, batch, *, max_new_tokens=8, forced_first=None):
-        texts = {1: "Yes.", 2: "No.", 3: "A: No significant change", 4: "B: Improved", 5: "C: Worsened"}
-        if self.answers is not None:
-            return [self.answers] * len(batch["means"])
-        if forced_first is None:
-            return ["The liver." for _ in batch["means"]]
-        return [texts[int(t)] for t in forced_first]
-
-    def explain(self, image):
-        px = np.asarray(image.pixels if hasattr(image, "pixels") else image, dtype=np.float32)
-        if px.ndim == 3:
-            px = px.mean(-1)
-        return (px > 0.5).astype(np.float32)
-
-
 @pytest.fixture
 def dummy():
+    from medic_ad.models.dummy import DummyModel
+
     return DummyModel
 
 

@@ -19,7 +19,7 @@ def _one_error_line(err: str) -> str:
 
 
 def test_load_eval_model_decides_by_folder(tiny_checkpoint, bare_backbone, tmp_path):
-    from medic_ad.eval.baseline import BaselineVLM
+    from medic_ad.models.baseline import BaselineVLM
     from medic_ad.eval.models import load_eval_model, model_kind
     from medic_ad.models.medic_ad import MedicAD
 
@@ -39,7 +39,7 @@ def test_load_eval_model_decides_by_folder(tiny_checkpoint, bare_backbone, tmp_p
 
 
 def test_baseline_has_the_detect_compare_interface(bare_backbone, image_folder):
-    from medic_ad.eval.baseline import BaselineVLM
+    from medic_ad.models.baseline import BaselineVLM
 
     model = BaselineVLM.from_pretrained(bare_backbone)
     images = sorted(image_folder.rglob("*.png"))[:3]
@@ -50,7 +50,7 @@ def test_baseline_has_the_detect_compare_interface(bare_backbone, image_folder):
     c = model.compare(images[0], images[1], max_new_tokens=1)
     assert c.label in ("worsened", "improved", "no change") and sum(c.probs.values()) == pytest.approx(1.0)
     # no <Ano>/<Diff> tokens reach the bare backbone
-    from medic_ad.models.qwen2_5_vl.processing import ChatExample
+    from medic_ad.data.templates import ChatExample
     from PIL import Image
 
     batch = model.prepare([ChatExample([Image.open(images[0]), Image.open(images[1])], "q")])

@@ -179,7 +179,7 @@ def test_vqa_round_trip(dummy, tmp_path):
 def test_grounding_needs_a_heatmap_model(dummy, mask_folder, tmp_path):
     task = get_task("grounding").with_data(mask_folder)
     model = dummy()
-    model.supports_heatmaps = False
+    model.has_heatmaps = False
     with pytest.raises(ValueError, match="no heatmap decoder"):
         predict_task(model, task, load_task_samples(task).samples, tmp_path / "g.jsonl", model_name="x",
                      progress=False)
@@ -202,7 +202,10 @@ def test_mmxu_multiple_choice_keeps_its_own_letters(dummy, image_folder, tmp_pat
     r = json.loads(out.read_text().splitlines()[0])
     assert r["options"]["A"] == "Worsened" and r["answer"] == "A" and r["label"] == "worsened"
     assert r["prompt"].startswith("What is the condition of the left lower lung zone")
-    # the dummy's answer "C: Worsened" names letter C, which is "No significant change" here: the letter wins
+    assert r["raw"] == "A: Worsened"  # the dummy finds the option by its words, whatever its letter
+    # the answer "C: Worsened" names letter C, which is "No significant change" here: the letter wins
+    predict_task(dummy(answers="C: Worsened"), task, samples, out, model_name="dummy", progress=False,
+                 overwrite=True)
     m = score_file(out, task="mmxu")
     assert m["per_class"]["worsened"] == 0.0 and m["letter"]["unparseable"] == 0
     # a free-text answer is matched to the option that says it, under this question's letters

@@ -11,7 +11,8 @@ from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from medic_ad.models.qwen2_5_vl.backbone import Backbone, BackboneLoadError, VisionTap, load_backbone
-from medic_ad.models.qwen2_5_vl.processing import ANO_TOKEN, DIFF_TOKEN, ChatExample
+from medic_ad.data.templates import ChatExample
+from medic_ad.models.qwen2_5_vl.processing import ANO_TOKEN, DIFF_TOKEN
 from medic_ad.models.qwen2_5_vl.tiny import TinyBackboneConfig, build_tiny_qwen2_5_vl
 
 

@@ -11,8 +11,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from medic_ad import MedicAD
-from medic_ad.models.medic_ad import DETECTION_PROMPT, change_prompt
-from medic_ad.models.qwen2_5_vl.processing import ChatExample
+from medic_ad.data.templates import DETECTION_PROMPT, change_prompt
+from medic_ad.data.templates import ChatExample
 
 ATOL = 1e-5
 

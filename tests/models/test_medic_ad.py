@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from medic_ad import MedicAD
-from medic_ad.models.medic_ad import DETECTION_PROMPT, change_prompt
-from medic_ad.models.qwen2_5_vl.processing import ChatExample
+from medic_ad.data.templates import DETECTION_PROMPT, change_prompt
+from medic_ad.data.templates import ChatExample
 
 
 def _images(n, seed=0, size=(130, 110)):
@@ -197,9 +197,14 @@ def test_user_api(tiny_model, tmp_path):
     assert c.label in {"worsened", "improved", "no change"}
     assert sum(c.probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert c.label == max(c.probs, key=c.probs.get)
-    h = tiny_model.explain(arr)
+    e = tiny_model.explain(arr)
+    h = e.heatmap
     assert h.shape == arr.shape and h.dtype == np.float32
     assert h.min() >= 0.0 and h.max() <= 1.0
+    # everything the one forward computed comes back: the detection and the anomaly maps too
+    assert e.score == pytest.approx(results[0].score, abs=1e-5) and e.abnormal == results[0].abnormal
+    assert e.anomaly_map.shape == arr.shape and 0.0 <= e.anomaly_map.min() <= e.anomaly_map.max() <= 1.0
+    assert [m.shape for m in (c.prior_map, c.current_map)] == [(im.height, im.width) for im in images[:2]]
 
 
 def test_greedy_generation_agrees_with_prefill(tiny_model):

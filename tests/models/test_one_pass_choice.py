@@ -9,9 +9,11 @@ from PIL import Image
 
 from medic_ad import MedicAD
 from medic_ad.data import templates
+from medic_ad.models import interface
 from medic_ad.models import medic_ad as medic_ad_module
-from medic_ad.models.medic_ad import CHANGE_OPTIONS, DETECTION_PROMPT, change_prompt
-from medic_ad.models.qwen2_5_vl.processing import ChatExample
+from medic_ad.models.decoding import ConstrainedChoice
+from medic_ad.data.templates import CHANGE_OF_LETTER, DETECTION_PROMPT, change_prompt
+from medic_ad.data.templates import ChatExample
 
 SIZES = [(130, 110), (90, 160), (200, 120), (64, 64)]  # different token counts: left padding in the batch
 
@@ -91,20 +93,20 @@ def test_one_token_answer_is_the_decided_token(model):
     for r in model.detect(images, max_new_tokens=1):
         assert r.answer == model.processor.decode([yes if r.abnormal else no])
     c = model.compare(images[0], images[1], max_new_tokens=1)
-    letter = next(k for k, v in CHANGE_OPTIONS.items() if v == c.label)
+    letter = next(k for k, v in CHANGE_OF_LETTER.items() if v == c.label)
     assert c.answer == model.processor.decode([model.processor.first_token_id(letter)])
 
 
 def test_compare_probs_equal_prefill(model):
     images = _images(4)
-    letters = list(CHANGE_OPTIONS)
+    letters = list(CHANGE_OF_LETTER)
     ids = [model.processor.first_token_id(k) for k in letters]
     expected = _prefill_probs(model, [images[:2]], change_prompt("left lung"), ids)[0]
     c = model.compare(images[0], images[1], region="left lung", max_new_tokens=4)
-    got = torch.tensor([c.probs[CHANGE_OPTIONS[k]] for k in letters])
+    got = torch.tensor([c.probs[CHANGE_OF_LETTER[k]] for k in letters])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     best = letters[int(expected.argmax())]
-    assert c.label == CHANGE_OPTIONS[best]
+    assert c.label == CHANGE_OF_LETTER[best]
     assert c.answer.startswith(model.processor.decode([model.processor.first_token_id(best)]))
 
 
@@ -114,7 +116,7 @@ def test_answers_are_the_chosen_options_verbatim(model):
     images = _images(1) + _images(2)
     for r in model.detect(images, max_new_tokens=8):
         assert r.answer == ("Yes." if r.abnormal else "No.")
-    text = {v: f"{k}: {templates.CHANGE_OPTIONS[k]}" for k, v in CHANGE_OPTIONS.items()}
+    text = {v: f"{k}: {templates.CHANGE_OPTIONS[k]}" for k, v in CHANGE_OF_LETTER.items()}
     for r in model.compare(images[0::2], images[1::2], max_new_tokens=12):
         assert r.answer == text[r.label]
     cut = model.compare(images[0], images[1], max_new_tokens=2)
@@ -134,9 +136,9 @@ def test_free_continuation_is_left_to_the_model_without_completions(model):
 
 def test_completions_must_start_with_their_choice():
     with pytest.raises(ValueError, match="start with its choice token"):
-        medic_ad_module.ConstrainedChoice([5, 6], [[5, 1], [7, 1]], end=2)
+        ConstrainedChoice([5, 6], [[5, 1], [7, 1]], end=2)
     with pytest.raises(ValueError, match="end token"):
-        medic_ad_module.ConstrainedChoice([5, 6], [[5], [6]])
+        ConstrainedChoice([5, 6], [[5], [6]])
 
 
 def test_score_ignores_the_checkpoints_generation_processors():
@@ -156,13 +158,13 @@ def test_score_ignores_the_checkpoints_generation_processors():
 
 
 def test_prompts_come_from_the_data_templates():
-    assert medic_ad_module.DETECTION_PROMPT is templates.DETECTION_PROMPT
+    assert interface.DETECTION_PROMPT is templates.DETECTION_PROMPT
     for region in (None, "left lower lung zone"):
         wording = templates.CHANGE_QUESTION.format(region=region or "abnormality")
         assert change_prompt(region) == f"{wording} {templates.format_options(templates.CHANGE_OPTIONS)}"
     assert change_prompt("left lung") == ("What is the condition of the left lung across the two images? "
                                           "A: No significant change, B: Improved, C: Worsened.")
-    assert CHANGE_OPTIONS == {"A": "no change", "B": "improved", "C": "worsened"}
+    assert CHANGE_OF_LETTER == {"A": "no change", "B": "improved", "C": "worsened"}
 
 
 def test_compare_of_lists_equals_one_pair_at_a_time(model):
@@ -181,11 +183,11 @@ def test_compare_of_lists_equals_one_pair_at_a_time(model):
 
 def test_explain_of_a_list_equals_one_image_at_a_time(model):
     images = _images(3) + [_images(3)[0]]  # two share a size: they go through the decoder as one batch
-    heats = model.explain(images, batch_size=len(images))
-    assert isinstance(heats, list) and len(heats) == len(images)
+    heats = [e.heatmap for e in model.explain(images, batch_size=len(images))]
+    assert len(heats) == len(images)
     for im, heat in zip(images, heats):
         assert heat.shape == (im.height, im.width)
-        np.testing.assert_allclose(heat, model.explain(im), atol=1e-5)
+        np.testing.assert_allclose(heat, model.explain(im).heatmap, atol=1e-5)
 
 
 def test_explain_splits_a_grid_group_at_the_pixel_cap(model, monkeypatch):
@@ -201,4 +203,4 @@ def test_explain_splits_a_grid_group_at_the_pixel_cap(model, monkeypatch):
     whole = model.explain(images, batch_size=3)
     assert calls == [3]
     for a, b in zip(capped, whole):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-5)

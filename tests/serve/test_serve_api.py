@@ -172,10 +172,10 @@ class _SlowModel:
         self.delay = delay
 
     def detect(self, images, batch_size=8):
-        from medic_ad.models.medic_ad import DetectionResult
+        from medic_ad.models.results import Detection
 
         time.sleep(self.delay)
-        return [DetectionResult(answer="No", abnormal=False, score=0.1) for _ in images]
+        return [Detection(answer="No", abnormal=False, score=0.1) for _ in images]
 
 
 def test_timeout_answers_503(br35h) -> None:

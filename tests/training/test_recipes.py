@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medic_ad.models.medic_ad import MedicAD, read_checkpoint_meta
+from medic_ad.models.checkpoint import read_checkpoint_meta
+from medic_ad.models.medic_ad import MedicAD
 from medic_ad.training import load_config, train
 from medic_ad.training.checkpoint import CheckpointError, latest_checkpoint, load_train_state
 from medic_ad.training.loop import read_metrics

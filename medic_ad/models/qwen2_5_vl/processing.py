@@ -14,7 +14,6 @@ sequence of Eq. 2 / Eq. 3 of the paper:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +22,8 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from medic_ad.data.templates import ChatExample
 
 ANO_TOKEN = "<Ano>"
 DIFF_TOKEN = "<Diff>"
@@ -50,15 +51,6 @@ QWEN_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-@dataclass
-class ChatExample:
-    """One model input before tokenisation: a single user turn with 1 or 2 images (prior first)."""
-
-    images: Sequence[Image.Image]
-    question: str
-    answer: str | None = None
 
 
 class MedicADProcessor:
@@ -173,8 +165,9 @@ class MedicADProcessor:
         use_diff: bool = True,
         with_answers: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Batch of model inputs (left-padded). With ``with_answers`` the answer tokens (+ end of turn)
-        are appended and ``labels`` masks everything but them."""
+        """Batch of model inputs (left-padded) from examples whose images are PIL images. With
+        ``with_answers`` the answer tokens (+ end of turn) are appended and ``labels`` masks everything
+        but them."""
         all_images: list[Image.Image] = []
         for ex in examples:
             if len(ex.images) not in (1, 2):

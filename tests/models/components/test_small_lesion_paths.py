@@ -13,7 +13,7 @@ from medic_ad.models.components.anomaly_processor import AnomalyProcessor
 from medic_ad.models.components.diff_processor import DiffProcessor
 from medic_ad.models.components.heatmap_decoder import HeatmapDecoder
 from medic_ad.models.medic_ad import MedicAD
-from medic_ad.models.qwen2_5_vl.processing import ChatExample
+from medic_ad.data.templates import ChatExample
 
 
 def test_peaks_keep_a_one_patch_lesion_that_average_pooling_dilutes():
