@@ -83,3 +83,21 @@ def tiny_checkpoint(tmp_path_factory, tiny_model) -> Path:
 def grey_image() -> np.ndarray:
     rng = np.random.default_rng(0)
     return (rng.random((130, 110)) * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def count_vision_passes(monkeypatch):
+    """``count_vision_passes(model)`` → a dict whose ``"vision"`` counts the model's vision-tower passes."""
+
+    def install(model) -> dict[str, int]:
+        calls = {"vision": 0}
+        encode = model.encode_images
+
+        def counting(*args, **kwargs):
+            calls["vision"] += 1
+            return encode(*args, **kwargs)
+
+        monkeypatch.setattr(model, "encode_images", counting)
+        return calls
+
+    return install

@@ -52,21 +52,14 @@ def _prefill_probs(m, images, question, tokens):
     return torch.softmax(m.next_token_logits(batch)[:, tokens], -1)
 
 
-def test_detect_score_equals_prefill_score(model, monkeypatch):
+def test_detect_score_equals_prefill_score(model, monkeypatch, count_vision_passes):
     images = _images(1) + _images(2)
     yes, no = model.processor.first_token_id("Yes"), model.processor.first_token_id("No")
     expected = _prefill_probs(model, [[im] for im in images], DETECTION_PROMPT, [yes, no])[:, 0]
-    calls = {"encode": 0}
-    encode = model.encode_images
-
-    def counting(*args, **kwargs):
-        calls["encode"] += 1
-        return encode(*args, **kwargs)
-
-    monkeypatch.setattr(model, "encode_images", counting)
+    calls = count_vision_passes(model)
     monkeypatch.setattr(model, "next_token_logits", lambda *a, **k: pytest.fail("detect ran a separate prefill"))
     results = model.detect(images, max_new_tokens=4, batch_size=len(images))
-    assert calls["encode"] == 1  # one vision pass (and one prefill, inside generate) for the batch
+    assert calls["vision"] == 1  # one vision pass (and one prefill, inside generate) for the batch
     got = torch.tensor([r.score for r in results])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert {r.abnormal for r in results} == {True, False}  # both branches

@@ -6,17 +6,8 @@ import pytest
 
 
 @pytest.fixture
-def counted(service, monkeypatch):
-    model = service.model
-    calls = {"vision": 0}
-    encode = model.encode_images
-
-    def counting(*args, **kwargs):
-        calls["vision"] += 1
-        return encode(*args, **kwargs)
-
-    monkeypatch.setattr(model, "encode_images", counting)
-    return calls
+def counted(service, count_vision_passes):
+    return count_vision_passes(service.model)
 
 
 def test_explain_runs_the_vision_tower_once(service, counted, br35h):
