@@ -82,15 +82,15 @@ def build_medic(size: BenchSize, *, seed: int = 0, **overrides: Any):
     """MEDIC-AD on :func:`build_backbone` ``(size, seed)`` — exactly ``MedicAD.tiny``'s recipe with our sizes."""
     import torch
 
+    from medic_ad.models.builders import build_medic_ad
     from medic_ad.models.config import MedicADConfig
-    from medic_ad.models.medic_ad import MedicAD
     from medic_ad.models.qwen2_5_vl.backbone import Backbone
 
     model, processor = build_backbone(size, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
-        return MedicAD(backbone=Backbone(model=model, processor=processor, source="benchmark"),
-                       config=MedicADConfig(**{**size.modules, **overrides}))
+        return build_medic_ad(Backbone(model=model, processor=processor, source="benchmark"),
+                              MedicADConfig(**{**size.modules, **overrides}))
 
 
 def bare_processor(processor):

@@ -79,7 +79,7 @@ def build(text: flops.TextShape, vision: flops.VisionShape, *, device, dtype, at
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from medic_ad.models.config import MedicADConfig
-    from medic_ad.models.medic_ad import MedicAD
+    from medic_ad.models.builders import build_medic_ad
     from medic_ad.models.qwen2_5_vl.backbone import Backbone
     from medic_ad.models.qwen2_5_vl.processing import MedicADProcessor
     from medic_ad.models.qwen2_5_vl.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer
@@ -120,8 +120,8 @@ def build(text: flops.TextShape, vision: flops.VisionShape, *, device, dtype, at
         temporal_patch_size=vision.temporal_patch, merge_size=vision.merge))
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed + 1)
-        medic = MedicAD(backbone=Backbone(model=model, processor=processor, source="random-qwen2.5-vl-7b-shape"),
-                        config=MedicADConfig())
+        medic = build_medic_ad(Backbone(model=model, processor=processor, source="random-qwen2.5-vl-7b-shape"),
+                               MedicADConfig())
     return medic.to(device)
 
 
