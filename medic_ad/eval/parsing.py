@@ -88,7 +88,10 @@ _CONCESSIVE = re.compile(r"^(?:although|though|while|whilst|despite|even though|
 _LEAD = re.compile(r"^[\s\"'`*_#>\-\[\(]*")
 
 
-def _clean(text: str) -> str:
+def _clean(text: str | None) -> str:
+    """Lower-case ``text`` without markdown, leading quote/bullet marks or repeated spaces ("" for None)."""
+    if text is None:
+        return ""
     t = text.strip().lower().replace("\u2019", "'")
     t = re.sub(r"[*_`#]+", "", t)
     t = _LEAD.sub("", t)
@@ -97,8 +100,6 @@ def _clean(text: str) -> str:
 
 def parse_yes_no(text: str | None) -> bool | None:
     """True (abnormal / yes), False (normal / no) or None (unparseable) for a free-text answer."""
-    if text is None:
-        return None
     t = _clean(text)
     if not t:
         return None
@@ -151,8 +152,6 @@ _NEGATED_CHANGE = re.compile(r"\b(?:not|no longer|hasn't|has not|didn't|did not|
 
 def change_from_text(text: str | None) -> str | None:
     """``worsened`` / ``improved`` / ``no change`` named by a free-text answer or an option text."""
-    if text is None:
-        return None
     t = _clean(text)
     if not t:
         return None

@@ -71,9 +71,7 @@ def anomaly_map_loss(
             k = max(1, int(round(top_k * flat.shape[1])))
             top = flat.topk(k, dim=1).values.mean(1)
             terms.append(F.binary_cross_entropy_with_logits(top, torch.ones_like(top)))
-    if not terms:
-        return None
-    return torch.stack(terms).mean()
+    return _mean_over_images(terms)
 
 
 def lesion_share_loss(m: AnomalyMaps, fraction: torch.Tensor) -> torch.Tensor:
@@ -129,6 +127,9 @@ def heatmap_loss(
         pos_weight = ((mask.numel() - lesion) / lesion.clamp(min=1.0)).pow(pos_weight_power).clamp(min=1.0)
         terms.append(dice_weight * dice_loss(probs, mask)
                      + bce_weight * F.binary_cross_entropy_with_logits(logits, mask, pos_weight=pos_weight))
-    if not terms:
-        return None
-    return torch.stack(terms).mean()
+    return _mean_over_images(terms)
+
+
+def _mean_over_images(terms: list[torch.Tensor]) -> torch.Tensor | None:
+    """Mean of the per-image loss terms; None when no image is supervised."""
+    return torch.stack(terms).mean() if terms else None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medic_ad.data.adapters._common import label_of, list_images, mask_matches, relative_id
+from medic_ad.data.adapters._common import class_dirs, image_sample, label_of, list_images, mask_matches
 from medic_ad.data.registry import LoadReport, register_dataset
 from medic_ad.data.schema import Sample
 from medic_ad.data.splits import canonical_split
@@ -74,7 +74,7 @@ def load(
             split_name = canonical_split(split_dir.name)
             if split is not None and split_name != split:
                 continue
-            for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir() and label_of(d.name)):
+            for class_dir in class_dirs(split_dir):
                 samples.extend(
                     _load_class(set_dir, name, class_dir, split_name, report, check_masks, pattern)
                 )
@@ -106,15 +106,6 @@ def _load_class(
             else:
                 report.note("image without mask")
         match = pattern.search(path.stem) if pattern else None
-        out.append(
-            Sample(
-                id=f"{name}/{relative_id(set_dir, path)}",
-                images=[path],
-                masks=[mask],
-                label=label,
-                dataset=name,
-                split=split_name,
-                group=f"{name}/{match.group(1)}" if match else None,
-            )
-        )
+        group = match.group(1) if match else None
+        out.append(image_sample(name, set_dir, path, label, mask=mask, split=split_name, group=group))
     return out

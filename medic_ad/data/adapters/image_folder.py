@@ -13,24 +13,22 @@ from pathlib import Path
 from medic_ad.data.adapters._common import (
     BAD_LABEL,
     BAD_ROW,
+    cell,
+    class_dirs,
     csv_header,
     has_images,
+    image_sample,
     label_of,
     list_images,
-    read_csv,
-    relative_id,
+    read_keyed_csv,
     require_file,
     resolve,
+    split_cell,
 )
 from medic_ad.data.registry import LoadReport, register_dataset
 from medic_ad.data.schema import Sample
-from medic_ad.data.splits import canonical_split
 
 LABELS_CSV = "labels.csv"
-
-
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(d for d in root.iterdir() if d.is_dir() and label_of(d.name) is not None)
 
 
 def detect(root: Path) -> float:
@@ -38,7 +36,7 @@ def detect(root: Path) -> float:
     cols = {c.lower() for c in csv_header(root / LABELS_CSV)} if (root / LABELS_CSV).is_file() else set()
     if cols and {"path", "image"} & cols and "label" in cols:
         return 1.0
-    classes = [d for d in _class_dirs(root) if has_images(d)]
+    classes = [d for d in class_dirs(root) if has_images(d)]
     labels = {label_of(d.name) for d in classes}
     if labels == {"normal", "abnormal"}:
         return 0.9
@@ -60,25 +58,21 @@ def load(
     if csv_path.is_file():
         return _from_csv(root, name, csv_path, split, report)
     samples = []
-    for class_dir in _class_dirs(root):
+    for class_dir in class_dirs(root):
         label = label_of(class_dir.name)
         for path in list_images(class_dir):
             report.rows += 1
-            samples.append(
-                Sample(id=f"{name}/{relative_id(root, path)}", images=[path], label=label, dataset=name)
-            )
+            samples.append(image_sample(name, root, path, label))
     return samples
 
 
 def _from_csv(
     root: Path, name: str, csv_path: Path, split: str | None, report: LoadReport
 ) -> list[Sample]:
-    header, rows = read_csv(csv_path)
-    cols = {c.lower(): c for c in header}
-    path_col = cols.get("path") or cols.get("image")
-    if path_col is None:
-        report.skip(BAD_ROW, f"{csv_path} (no 'path' column)")
+    table = read_keyed_csv(csv_path, ("path", "image"), report)
+    if table is None:
         return []
+    cols, path_col, rows = table
     samples = []
     for row in report.track(rows, "checking files"):
         report.rows += 1
@@ -91,21 +85,12 @@ def _from_csv(
         if label is None:
             report.skip(BAD_LABEL, f"{csv_path}: {rel} ({raw_label!r})")
             continue
-        row_split = canonical_split(row[cols["split"]]) if "split" in cols and row[cols["split"]] else None
+        row_split = split_cell(row, cols)
         if split is not None and row_split != split:
             continue
         path = resolve(root, rel)
         if not require_file(path, report):
             continue
-        group = row.get(cols["group"], "") if "group" in cols else ""
-        samples.append(
-            Sample(
-                id=f"{name}/{relative_id(root, path)}",
-                images=[path],
-                label=label,
-                dataset=name,
-                split=row_split,
-                group=f"{name}/{group}" if group else None,
-            )
-        )
+        group = cell(row, cols, "group") or None
+        samples.append(image_sample(name, root, path, label, split=row_split, group=group))
     return samples

@@ -14,18 +14,19 @@ from medic_ad.data.adapters._common import (
     BAD_LABEL,
     BAD_ROW,
     MISSING_MASK,
+    cell,
     csv_header,
+    image_sample,
     label_of,
     list_images,
     mask_matches,
-    read_csv,
-    relative_id,
+    read_keyed_csv,
     require_file,
     resolve,
+    split_cell,
 )
 from medic_ad.data.registry import LoadReport, register_dataset
 from medic_ad.data.schema import Label, Sample
-from medic_ad.data.splits import canonical_split
 
 IMAGE_DIRS = ("images", "image", "imgs", "img")
 MASK_DIRS = ("masks", "mask")
@@ -77,17 +78,7 @@ def load(
     for image, mask, row_label, row_split, group in report.track(pairs, "checking masks"):
         if check_masks and mask is not None and not mask_matches(image, mask, report):
             continue
-        samples.append(
-            Sample(
-                id=f"{name}/{relative_id(root, image)}",
-                images=[image],
-                masks=[mask],
-                label=row_label,
-                dataset=name,
-                split=row_split,
-                group=f"{name}/{group}" if group else None,
-            )
-        )
+        samples.append(image_sample(name, root, image, row_label, mask=mask, split=row_split, group=group))
     return samples
 
 
@@ -97,12 +88,10 @@ Pair = tuple[Path, Path | None, Label | None, str | None, str | None]
 def _pairs_from_csv(
     root: Path, csv_path: Path, split: str | None, default: Label | None, report: LoadReport
 ) -> list[Pair]:
-    header, rows = read_csv(csv_path)
-    cols = {c.lower(): c for c in header}
-    image_col = cols.get("image") or cols.get("path")
-    if image_col is None:
-        report.skip(BAD_ROW, f"{csv_path} (no 'image' column)")
+    table = read_keyed_csv(csv_path, ("image", "path"), report)
+    if table is None:
         return []
+    cols, image_col, rows = table
     out: list[Pair] = []
     for row in rows:
         report.rows += 1
@@ -110,23 +99,24 @@ def _pairs_from_csv(
         if not rel:
             report.skip(BAD_ROW, f"{csv_path}: row {report.rows}")
             continue
-        row_split = canonical_split(row[cols["split"]]) if "split" in cols and row[cols["split"]] else None
+        row_split = split_cell(row, cols)
         if split is not None and row_split != split:
             continue
         row_label = default
-        if "label" in cols and row[cols["label"]]:
-            row_label = label_of(row[cols["label"]])
+        raw_label = cell(row, cols, "label")
+        if raw_label:
+            row_label = label_of(raw_label)
             if row_label is None:
                 report.skip(BAD_LABEL, f"{csv_path}: {rel}")
                 continue
         image = resolve(root, rel)
         if not require_file(image, report):
             continue
-        mask_rel = row.get(cols["mask"], "") if "mask" in cols else ""
+        mask_rel = cell(row, cols, "mask")
         mask = resolve(root, mask_rel) if mask_rel else None
         if mask is not None and not require_file(mask, report, MISSING_MASK):
             continue
-        group = row.get(cols["group"], "") if "group" in cols else ""
+        group = cell(row, cols, "group")
         out.append((image, mask, row_label, row_split, group or None))
     return out
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medic_ad.data.adapters._common import BAD_ROW, peek, read_json_records, require_file
+from medic_ad.data.adapters._common import peek, read_vqa_records, require_file
 from medic_ad.data.registry import LoadReport, register_dataset
 from medic_ad.data.schema import Sample
 
@@ -63,21 +63,15 @@ def load(root: Path, *, split: str | None, report: LoadReport) -> list[Sample]:
         file = _split_file(root, split_name)
         if file is None or (split is not None and split != split_name):
             continue
-        for i, rec in enumerate(read_json_records(file, report)):
-            report.rows += 1
-            image, question, answer = rec.get("image"), rec.get("question"), rec.get("answer")
-            if not isinstance(image, str) or not isinstance(question, str) or answer is None:
-                report.skip(BAD_ROW, f"{file}[{i}]")
-                continue
+        for i, rec, image, question, answer in read_vqa_records(file, "image", report):
             path = _image_path(root, split_name, image)
             if not require_file(path, report):
                 continue
-            answer = str(answer).strip()
             samples.append(
                 Sample(
                     id=f"{NAME}/{split_name}/{rec.get('question_id', rec.get('qid', i))}",
                     images=[path],
-                    question=question.strip(),
+                    question=question,
                     answer=answer,
                     dataset=NAME,
                     split=split_name,

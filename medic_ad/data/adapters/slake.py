@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medic_ad.data.adapters._common import BAD_ROW, peek, read_json_records, require_file
+from medic_ad.data.adapters._common import peek, read_vqa_records, require_file
 from medic_ad.data.registry import LoadReport, register_dataset
 from medic_ad.data.schema import Sample
 
@@ -38,12 +38,7 @@ def load(root: Path, *, split: str | None, report: LoadReport, lang: str | None 
         path = root / file
         if not path.is_file() or (split is not None and split != split_name):
             continue
-        for i, rec in enumerate(read_json_records(path, report)):
-            report.rows += 1
-            name, question, answer = rec.get("img_name"), rec.get("question"), rec.get("answer")
-            if not isinstance(name, str) or not isinstance(question, str) or answer is None:
-                report.skip(BAD_ROW, f"{path}[{i}]")
-                continue
+        for i, rec, name, question, answer in read_vqa_records(path, "img_name", report):
             if lang is not None and rec.get("q_lang") != lang:
                 report.note(f"question not in language {lang!r}")
                 continue
@@ -55,8 +50,8 @@ def load(root: Path, *, split: str | None, report: LoadReport, lang: str | None 
                 Sample(
                     id=f"{NAME}/{rec.get('qid', f'{split_name}/{i}')}",
                     images=[image],
-                    question=question.strip(),
-                    answer=str(answer).strip(),
+                    question=question,
+                    answer=answer,
                     dataset=NAME,
                     split=split_name,
                     group=f"{NAME}/{Path(name).parent.as_posix()}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medic_ad.data.adapters._common import BAD_ROW, peek, read_json_records, require_file
+from medic_ad.data.adapters._common import peek, read_vqa_records, require_file
 from medic_ad.data.registry import LoadReport, register_dataset
 from medic_ad.data.schema import Sample
 
@@ -58,12 +58,7 @@ def load(root: Path, *, split: str | None, report: LoadReport) -> list[Sample]:
     image_dir = next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), root)
     samples = []
     for file in _annotation_files(root):
-        for i, rec in enumerate(read_json_records(file, report)):
-            report.rows += 1
-            name, question, answer = rec.get("image_name"), rec.get("question"), rec.get("answer")
-            if not isinstance(name, str) or not isinstance(question, str) or answer is None:
-                report.skip(BAD_ROW, f"{file}[{i}]")
-                continue
+        for i, rec, name, question, answer in read_vqa_records(file, "image_name", report):
             row_split = _split_of(rec, file)
             if split is not None and row_split != split:
                 continue
@@ -75,8 +70,8 @@ def load(root: Path, *, split: str | None, report: LoadReport) -> list[Sample]:
                 Sample(
                     id=f"{NAME}/{qid}",
                     images=[image],
-                    question=question.strip(),
-                    answer=str(answer).strip(),
+                    question=question,
+                    answer=answer,
                     dataset=NAME,
                     split=row_split,
                     group=f"{NAME}/{name}",
