@@ -89,7 +89,7 @@ class BaselineVLM:
     # ------------------------------------------------------------------ user API (as MedicAD's)
     def detect(self, image: Any, *, max_new_tokens: int = 8, batch_size: int = 8):
         """"Is there any abnormality?" with ``score`` = P(Yes) vs P(No) of the first answer token."""
-        from medic_ad.data.readers import load_image_any
+        from medic_ad.data.io import load_image_any
 
         items, single = (list(image), False) if isinstance(image, (list, tuple)) else ([image], True)
         if not items:
@@ -109,7 +109,7 @@ class BaselineVLM:
 
     def compare(self, prior: Any, current: Any, *, region: str | None = None,
                 max_new_tokens: int = 8) -> ComparisonResult:
-        from medic_ad.data.readers import load_image_any
+        from medic_ad.data.io import load_image_any
 
         images = [load_image_any(prior).to_pil(), load_image_any(current).to_pil()]
         batch = self.prepare([ChatExample(images, change_prompt(region))])

@@ -220,7 +220,7 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
 
 
 def _pil(x: Any):
-    from medic_ad.data.readers import load_image_any
+    from medic_ad.data.io import load_image_any
 
     return load_image_any(x).to_pil()
 
@@ -357,7 +357,7 @@ def _predict_vqa(model: Any, task: TaskSpec, samples: list, *, max_new_tokens: i
 @register_predictor("grounding")
 def _predict_grounding(model: Any, task: TaskSpec, samples: list, *, heat_dir: Path | None = None,
                        **_: Any) -> list[dict[str, Any]]:
-    from medic_ad.data.readers import load_image_any, load_mask
+    from medic_ad.data.io import load_image_any, load_mask
     from medic_ad.eval.metrics import heatmap_histograms
 
     out = []

@@ -738,7 +738,7 @@ def _as_list(x) -> tuple[list, bool]:
 
 def _load_pil(x, *, role: str = "image"):
     """RGB PIL image from a path, PIL image, array or MedicalImage; a clear error before any compute."""
-    from medic_ad.data.readers import load_image_any
+    from medic_ad.data.io import load_image_any
 
     if x is None:
         raise ValueError(f"{role}: missing (None)")

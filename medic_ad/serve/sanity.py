@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from medic_ad.data.errors import ImageReadError
-from medic_ad.data.readers import MedicalImage, read_image, sniff_format
+from medic_ad.data.io import MedicalImage, read_image, sniff_format
 
 __all__ = [
     "REASONS",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medic_ad.data.errors import DatasetFormatError, ImageReadError
-from medic_ad.data.readers import image_size
+from medic_ad.data.io import image_size
 from medic_ad.data.registry import LoadReport
 from medic_ad.data.schema import Label
 
