@@ -125,7 +125,7 @@ def load_images(n: int, size: int, *, seed: int = 0):
     files = png_files(n)
     images = []
     if len(files) == n:
-        from medic_ad.data.readers import read_image
+        from medic_ad.data.io import read_image
 
         for path in files:
             images.append(read_image(path).to_pil().resize((size, size), Image.BILINEAR))

@@ -100,7 +100,7 @@ def run(*, quick: bool, log: Callable[[str], None], repeats: int | None = None,
         results_dir: Path | None = None) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    from medic_ad.data.readers import read_image
+    from medic_ad.data.io import read_image
 
     repeats = repeats or (1 if quick else 5)
     groups: dict[str, list[Path]] = {"png_br35h": common.png_files(4 if quick else 32)}

@@ -39,7 +39,7 @@ def eval_change(model, samples: list, *, batch_size: int = 16) -> dict[str, Any]
 
 
 def eval_heatmaps(model, samples: list, *, batch_size: int = 16) -> dict[str, Any]:
-    from medic_ad.data.readers import load_image_any, load_mask
+    from medic_ad.data.io import load_image_any, load_mask
 
     heats, masks = [], []
     for start in range(0, len(samples), batch_size):
@@ -118,7 +118,7 @@ def render_overlays(model, out: Path, *, data_dir: Path | None, n: int = 4) -> l
     """Heatmap overlays (image | heatmap over image | ground-truth outline) for a few real cases."""
     from PIL import Image, ImageDraw
 
-    from medic_ad.data.readers import load_image_any, load_mask
+    from medic_ad.data.io import load_image_any, load_mask
     from medic_ad.data.registry import get_dataset
     from medic_ad.data.synthetic import SyntheticControl
 

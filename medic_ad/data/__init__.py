@@ -3,7 +3,7 @@ templates, the synthetic control set and constructed longitudinal pairs (see ``d
 
 from medic_ad.data.errors import DatasetFormatError, EmptyDatasetError, ImageReadError, LoadWarning
 from medic_ad.data.pairs import ChangePairs, apply_acquisition, make_change_pairs, remove_lesion
-from medic_ad.data.readers import (
+from medic_ad.data.io import (
     ImageMeta,
     MedicalImage,
     image_size,

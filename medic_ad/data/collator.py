@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from medic_ad.data.readers import load_image_any, load_mask
+from medic_ad.data.io import load_image_any, load_mask
 from medic_ad.data.schema import Sample
 from medic_ad.data.templates import ChatExample, Task, make_example
 

@@ -31,7 +31,7 @@ from typing import overload
 
 import numpy as np
 
-from medic_ad.data.readers import load_image_any, load_mask
+from medic_ad.data.io import load_image_any, load_mask
 from medic_ad.data.schema import CHANGES, Change, Sample
 from medic_ad.data.synthetic import Acquisition
 

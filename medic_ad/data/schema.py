@@ -2,7 +2,7 @@
 
 A :class:`Sample` holds one image (detection, VQA, grounding) or two (prior first, then current:
 change questions). Images and masks are either paths (read lazily with
-:func:`medic_ad.data.readers.read_image` / :func:`~medic_ad.data.readers.load_mask`) or arrays
+:func:`medic_ad.data.io.read_image` / :func:`~medic_ad.data.io.load_mask`) or arrays
 (float32 images in [0, 1]; uint8 0/1 masks).
 """
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medic_ad.data.readers import load_mask
+from medic_ad.data.io import load_mask
 from medic_ad.data.schema import Sample
 
 __all__ = [

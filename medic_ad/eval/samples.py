@@ -170,7 +170,7 @@ def _fit_to_kind(task: TaskSpec, samples: list, root: Path, fmt: str, notes: lis
 
 def _pairs_from_masks(task: TaskSpec, sources: list, notes: list[str]) -> "SampleList":
     from medic_ad.data.pairs import ChangePairs
-    from medic_ad.data.readers import load_mask
+    from medic_ad.data.io import load_mask
 
     opts = dict(task.pairs or {})
     seed = int(opts.pop("seed", 0))

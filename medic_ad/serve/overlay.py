@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medic_ad.data.readers import MedicalImage
+from medic_ad.data.io import MedicalImage
 
 __all__ = ["HEAT_CMAP", "CHANGE_CMAP", "blend", "change_map", "comparison_png", "grey_rgb", "heatmap_png",
            "overlay_png", "resize_map"]

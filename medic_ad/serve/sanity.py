@@ -9,8 +9,9 @@ Order of checks, cheapest first:
 
 1. :func:`probe` - the file itself: not empty, not over the byte limit, a format we read (magic
    bytes, never the extension or a content type), and the image size *from the header* (PNG IHDR,
-   JPEG/TIFF header, DICOM Rows/Columns without the pixel data, NIfTI ``dim``) against the pixel
-   limit, the minimum side and the aspect-ratio limit - before a single pixel is decoded.
+   JPEG/TIFF header, DICOM Rows/Columns without the pixel data, NIfTI ``dim``, each read by its
+   reader's ``probe`` in :mod:`medic_ad.data.io`) against the pixel limit, the minimum side and the
+   aspect-ratio limit - before a single pixel is decoded.
 2. :func:`check_image` - the decoded pixels: size and aspect again (a NIfTI slice's size is only
    known after slicing) and the blank check (standard deviation below ``min_std``).
 3. :func:`check_pair` - a prior/current pair: modality and orientation metadata must agree.
@@ -21,17 +22,13 @@ patient field can reach a refusal.
 
 from __future__ import annotations
 
-import gzip
-import struct
-import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medic_ad.data.errors import ImageReadError
-from medic_ad.data.readers import MedicalImage, read_image, sniff_format
+from medic_ad.data.io import MedicalImage, gzip_inflates_beyond, probe_header, read_image
 
 __all__ = [
     "REASONS",
@@ -113,6 +110,9 @@ class Probe:
 # ------------------------------------------------------------------------------------------ headers
 
 
+#: how far a gzip stream may inflate beyond the voxel data its header states (header, extensions)
+_INFLATE_SLACK = 64 * 1024 * 1024
+
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz", ".img", ".ima"}
 
 
@@ -142,128 +142,6 @@ def _describe_unknown(head: bytes, suffix: str) -> str:
     return f"not an image: {what}{named}"
 
 
-def _png_size(head: bytes) -> tuple[int, int] | None:
-    # signature (8) | length (4) | b"IHDR" | width (4) | height (4)
-    if len(head) < 24 or head[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", head[16:24])
-    return height, width
-
-
-def _jpeg_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) from the first SOF marker, walking the segment headers only."""
-    with open(path, "rb") as fh:
-        if fh.read(2) != b"\xff\xd8":
-            return None
-        for _ in range(10_000):
-            byte = fh.read(1)
-            while byte and byte != b"\xff":
-                byte = fh.read(1)
-            while byte == b"\xff":
-                byte = fh.read(1)
-            if not byte:
-                return None
-            marker = byte[0]
-            if marker == 0xD9 or marker == 0xDA:  # end of image / start of scan: no frame header seen
-                return None
-            if 0xD0 <= marker <= 0xD7 or marker == 0x01:
-                continue
-            raw = fh.read(2)
-            if len(raw) < 2:
-                return None
-            length = struct.unpack(">H", raw)[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                body = fh.read(5)
-                if len(body) < 5:
-                    return None
-                height, width = struct.unpack(">HH", body[1:5])
-                return (height, width) if height and width else None
-            fh.seek(max(0, length - 2), 1)
-    return None
-
-
-def _tiff_size(path: Path, label: str) -> tuple[int, int] | None:
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            with Image.open(path) as im:  # lazy: reads the header, decodes nothing
-                width, height = im.size
-        except Image.DecompressionBombError:
-            raise SanityError("too_many_pixels", "the header states an image far over the pixel limit",
-                              name=label) from None
-        except Exception:  # a header PIL cannot parse: left to the reader's precise message
-            return None
-    return height, width
-
-
-def _dicom_size(path: Path) -> tuple[tuple[int, int], int] | None:
-    import pydicom
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom warnings can quote element values
-        try:
-            with open(path, "rb") as fh:
-                preamble = fh.read(132)[128:132] == b"DICM"
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=not preamble,
-                                 specific_tags=["Rows", "Columns", "NumberOfFrames"])
-            rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-            frames = max(1, int(ds.get("NumberOfFrames") or 1))
-        except Exception:  # a header pydicom cannot parse: left to the reader's precise message
-            return None
-    if rows <= 0 or cols <= 0:
-        return None
-    return (rows, cols), frames
-
-
-def _nifti_voxels(path: Path, limits: Limits) -> tuple[int, int] | None:
-    """(voxel count, bytes per voxel) from the NIfTI header; for .nii.gz also bounds the inflated size.
-
-    Returns (-1, 0) for a gzip stream that inflates far beyond what the header states.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(544)
-    gz = head.startswith(b"\x1f\x8b")
-    if gz:
-        try:
-            with gzip.open(path, "rb") as g:
-                head = g.read(544)
-        except (OSError, EOFError, zlib.error):
-            return None
-    dims: tuple[int, ...] | None = None
-    itemsize = 8
-    for order in ("<", ">"):
-        sizeof = struct.unpack(order + "i", head[:4])[0]
-        if sizeof == 348 and len(head) >= 348:
-            dims = struct.unpack(order + "8h", head[40:56])
-            bitpix = struct.unpack(order + "h", head[72:74])[0]
-            itemsize = max(1, bitpix // 8)
-            break
-        if sizeof == 540 and len(head) >= 540:
-            dims = struct.unpack(order + "8q", head[16:80])
-            bitpix = struct.unpack(order + "h", head[14:16])[0]
-            itemsize = max(1, bitpix // 8)
-            break
-    if dims is None or not 1 <= dims[0] <= 7:
-        return None
-    shape = [max(1, int(d)) for d in dims[1:dims[0] + 1]]
-    voxels = int(np.prod(shape, dtype=np.float64)) if all(d > 0 for d in dims[1:dims[0] + 1]) else 0
-    if gz and 0 < voxels <= limits.max_voxels and voxels * itemsize <= limits.max_volume_bytes:
-        # a gzip bomb: a small upload that inflates far beyond what the header announces
-        cap = voxels * itemsize + 64 * 1024 * 1024
-        total = 0
-        try:
-            with gzip.open(path, "rb") as g:
-                while chunk := g.read(1 << 20):
-                    total += len(chunk)
-                    if total > cap:
-                        return -1, 0
-        except (OSError, EOFError, zlib.error):
-            return voxels, itemsize  # truncated stream: the reader names it precisely
-    return voxels, itemsize
-
-
 def probe(path: str | Path, *, limits: Limits = Limits(), name: str | None = None) -> Probe:
     """Check a file from its bytes and header only; nothing is decoded.
 
@@ -283,41 +161,28 @@ def probe(path: str | Path, *, limits: Limits = Limits(), name: str | None = Non
     if n_bytes > limits.max_bytes:
         raise SanityError("too_large", f"{n_bytes} bytes is over the {limits.max_bytes}-byte upload limit",
                           name=label)
-    fmt = sniff_format(path)
-    if fmt is None:
+    info = probe_header(path)
+    if info is None:
         with open(path, "rb") as fh:
             head = fh.read(544)
         suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
         raise SanityError("not_an_image", _describe_unknown(head, suffix), name=label)
-    size: tuple[int, int] | None = None
-    voxels = 0
-    if fmt == "png":
-        with open(path, "rb") as fh:
-            size = _png_size(fh.read(24))
-    elif fmt == "jpeg":
-        size = _jpeg_size(path)
-    elif fmt == "tiff":
-        size = _tiff_size(path, label)
-    elif fmt == "dicom":
-        found = _dicom_size(path)
-        if found is not None:
-            size, frames = found
-            voxels = size[0] * size[1] * frames
-    elif fmt == "nifti":
-        voxels, itemsize = _nifti_voxels(path, limits) or (0, 0)
-        if voxels == -1:
+    if info.over_decoder_limit:
+        raise SanityError("too_many_pixels", "the header states an image far over the pixel limit", name=label)
+    if info.compressed and 0 < info.voxels <= limits.max_voxels and info.data_bytes <= limits.max_volume_bytes:
+        # a gzip bomb: a small upload that inflates far beyond what the header announces
+        if gzip_inflates_beyond(path, info.data_bytes + _INFLATE_SLACK):
             raise SanityError("too_many_pixels", "NIfTI data inflates far beyond the size its header states "
                                                  "(a decompression bomb)", name=label)
-        if voxels * itemsize > limits.max_volume_bytes:
-            raise SanityError("too_many_pixels", f"the header states {voxels * itemsize} bytes of voxel data, over "
-                                                 f"the limit of {limits.max_volume_bytes}", name=label)
-    if size is not None:
-        voxels = max(voxels, size[0] * size[1])
-        _check_size(size, limits, label, stated=True)
-    if voxels > limits.max_voxels:
-        raise SanityError("too_many_pixels", f"the header states {voxels} voxels, over the limit of "
+    if info.data_bytes > limits.max_volume_bytes:
+        raise SanityError("too_many_pixels", f"the header states {info.data_bytes} bytes of voxel data, over "
+                                             f"the limit of {limits.max_volume_bytes}", name=label)
+    if info.size is not None:
+        _check_size(info.size, limits, label, stated=True)
+    if info.voxels > limits.max_voxels:
+        raise SanityError("too_many_pixels", f"the header states {info.voxels} voxels, over the limit of "
                                              f"{limits.max_voxels}", name=label)
-    return Probe(format=fmt, size=size, voxels=voxels)
+    return Probe(format=info.format, size=info.size, voxels=info.voxels)
 
 
 def _check_size(size: tuple[int, int], limits: Limits, label: str, *, stated: bool) -> None:
@@ -392,7 +257,7 @@ def load_checked(
     slice_index: int | None = None,
     axis: int = 2,
 ) -> MedicalImage:
-    """:func:`probe`, decode with the data readers, then :func:`check_image`.
+    """:func:`probe`, decode with :func:`~medic_ad.data.io.read_image`, then :func:`check_image`.
 
     ``name`` is what messages call the input (a path for the CLI, a form field for the API); the
     reader's own message is re-worded under that name so a server-side temp path never leaks.

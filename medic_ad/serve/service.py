@@ -5,7 +5,7 @@
 :class:`Service` owns the model (loaded lazily, so bad inputs are refused before a checkpoint is
 read) and one lock around it: the model is not re-entrant, so the API's worker threads and the UI's
 handlers take turns. Uploaded bytes go to a private temp file that is deleted as soon as it is
-decoded; results carry only safe image metadata (:class:`~medic_ad.data.readers.ImageMeta`), never
+decoded; results carry only safe image metadata (:class:`~medic_ad.data.io.ImageMeta`), never
 a file name or a DICOM header field.
 """
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from medic_ad.data.readers import MedicalImage
+from medic_ad.data.io import MedicalImage
 from medic_ad.models.results import Comparison, Detection, Explanation
 from medic_ad.serve.sanity import Limits, SanityError, check_image, check_pair, load_checked
 

@@ -27,7 +27,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from medic_ad.data.collator import Collator
-from medic_ad.data.readers import load_image_any
+from medic_ad.data.io import load_image_any
 from medic_ad.data.schema import Sample
 from medic_ad.training.losses import focal_bce_with_logits, mask_to_patches
 from medic_ad.models.qwen2_5_vl.backbone import Backbone, VisionTap, load_backbone

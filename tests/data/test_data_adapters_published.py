@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medic_ad.data.errors import LoadWarning
-from medic_ad.data.readers import load_mask
+from medic_ad.data.io import load_mask
 from medic_ad.data.registry import detect_format, get_dataset, load_dataset
 
 

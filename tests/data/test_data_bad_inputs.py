@@ -45,7 +45,7 @@ def _assert_clean(info: pytest.ExceptionInfo[BaseException], path: Path, phrase:
     ],
 )
 def test_unreadable_files(tmp_path: Path, name: str, content: bytes, phrase: str) -> None:
-    from medic_ad.data.readers import read_image
+    from medic_ad.data.io import read_image
 
     path = tmp_path / name
     path.write_bytes(content)
@@ -55,7 +55,7 @@ def test_unreadable_files(tmp_path: Path, name: str, content: bytes, phrase: str
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:
-    from medic_ad.data.readers import read_image
+    from medic_ad.data.io import read_image
 
     with pytest.raises(FileNotFoundError, match="nope.png"):
         read_image(tmp_path / "nope.png")
@@ -64,7 +64,7 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 
 
 def test_truncated_dicom(tmp_path: Path, make_dicom) -> None:
-    from medic_ad.data.readers import read_image
+    from medic_ad.data.io import read_image
 
     path = make_dicom(tmp_path / "scan.dcm", np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
     data = path.read_bytes()
@@ -75,7 +75,7 @@ def test_truncated_dicom(tmp_path: Path, make_dicom) -> None:
 
 
 def test_truncated_and_corrupt_nifti(tmp_path: Path) -> None:
-    from medic_ad.data.readers import read_image
+    from medic_ad.data.io import read_image
 
     volume = np.random.default_rng(0).random((32, 32, 16)).astype(np.float32)
     nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medic_ad.data.errors import ImageReadError
-from medic_ad.data.readers import read_image
+from medic_ad.data.io import read_image
 
 pydicom = pytest.importorskip("pydicom")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medic_ad.data.errors import ImageReadError
-from medic_ad.data.readers import read_image, sniff_format
+from medic_ad.data.io import read_image, sniff_format
 
 nib = pytest.importorskip("nibabel")
 

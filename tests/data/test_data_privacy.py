@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medic_ad.data.errors import ImageReadError
-from medic_ad.data.readers import read_image
+from medic_ad.data.io import read_image
 
 pytest.importorskip("pydicom")
 
@@ -65,7 +65,7 @@ def test_patient_fields_never_leak(tmp_path: Path, make_dicom, caplog: pytest.Lo
 def test_meta_has_only_safe_fields() -> None:
     from dataclasses import fields
 
-    from medic_ad.data.readers import ImageMeta
+    from medic_ad.data.io import ImageMeta
 
     assert {f.name for f in fields(ImageMeta)} == {
         "modality",

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from medic_ad.data.errors import ImageReadError
-from medic_ad.data.readers import (
+from medic_ad.data.io import (
     ImageMeta,
     MedicalImage,
     image_size,

@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pytest
 
-from medic_ad.data.readers import ImageMeta, MedicalImage
+from medic_ad.data.io import ImageMeta, MedicalImage
 from medic_ad.serve.sanity import REASONS, Limits, SanityError, check_image, check_pair, load_checked, probe
 
 

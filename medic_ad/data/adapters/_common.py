@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from medic_ad.data.errors import DatasetFormatError, ImageReadError
-from medic_ad.data.readers import image_size
+from medic_ad.data.io import image_size
 from medic_ad.data.registry import LoadReport
 from medic_ad.data.schema import Label, Sample
 from medic_ad.data.splits import canonical_split

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from medic_ad.data.adapters._common import BAD_ROW, UNREADABLE, peek, read_json_records, require_file
 from medic_ad.data.errors import ImageReadError
-from medic_ad.data.readers import image_size
+from medic_ad.data.io import image_size
 from medic_ad.data.registry import LoadReport, register_dataset
 from medic_ad.data.schema import Sample
 
