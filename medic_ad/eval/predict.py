@@ -319,7 +319,7 @@ def _predict_vqa(model: "MedicalVLM", task: TaskSpec, samples: list, *, max_new_
 @register_predictor("grounding")
 def _predict_grounding(model: "MedicalVLM", task: TaskSpec, samples: list, *, heat_dir: Path | None = None,
                        **_: Any) -> list[dict[str, Any]]:
-    from medic_ad.data.readers import load_image_any, load_mask
+    from medic_ad.data.io import load_image_any, load_mask
     from medic_ad.eval.metrics import heatmap_histograms
 
     out = []

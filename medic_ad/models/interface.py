@@ -164,7 +164,7 @@ def load_pil(x: Any, *, role: str = "image"):
     """RGB PIL image from a path, PIL image, array or MedicalImage; one clear error before any compute."""
     from PIL import Image
 
-    from medic_ad.data.readers import load_image_any
+    from medic_ad.data.io import load_image_any
 
     if x is None:
         raise ValueError(f"{role}: missing (None)")
