@@ -2,8 +2,20 @@
 
 Stage 0 pretrains the random tiny backbone without abnormality labels (design doc §5), then stages
 1 → 2 → 3 run as in the paper on the real data in ``../shared/data`` (Br35H train split, Br35H and
-Figshare masks, change pairs built from real masks) and on the synthetic control; held-back splits
-are evaluated, the paper's two ablations are run on the control, and a report is written.
+Figshare masks, change pairs built from real masks) and on the synthetic control; the paper's two
+ablations are trained on the control, and a report is written.
+
+Every number is computed by the evaluation harness (:mod:`medic_ad.eval`), predictions first and
+scores second, on data held back from training: the eval tasks ``control_detection``,
+``control_change`` and ``control_grounding`` (the synthetic control, rendered with a seed no training
+uses) and, with the shared data, ``br35h``, ``demo_br35h_mask_pairs`` and ``br35h_masks`` (val splits).
+Layout of the output folder::
+
+    checkpoint/                     final model (stage 3), with its backbone
+    eval/predictions/checkpoint/*.jsonl, eval/results.json, eval/report.md
+    ablations/<variant>/stage1|stage2/    ablations/eval/ablation.md (Table 4 shape)
+    overlays/case_<i>.png           image | heatmap | lesion mask
+    metrics.json, report.md         the demo's view of the scored results, with its targets
 """
 
 from __future__ import annotations
@@ -11,13 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from medic_ad.eval.targets import target_checks
 from medic_ad.paths import repo_root, shared_data_dir
 
 logger = logging.getLogger("medic_ad.demo")
@@ -34,18 +46,15 @@ class DemoPlan:
     ablation_steps: int  # stage 1 of each ablation variant
     ablation_change_steps: int  # stage 2 of each ablation variant
     batch_size: int
-    eval_real: int  # real validation images per task (0: all)
-    eval_control: int  # held-out control samples per task
+    eval_real: int  # real validation images per task, the subset of its eval task (0: all)
+    eval_control: int  # held-out control samples per task (grounding: half, at least 8)
     ablation_eval: int  # held-out control samples per task for each ablation variant
     comparison_steps: int  # stage 1 from the frozen random and from the stage-0 backbone, side by side (0: skip)
 
 
-# FULL fits the issue's 15 minutes on 2 quiet cores; the stage-1 start comparison (random vs stage-0
-# backbone, 2 × 300 more stage-1 steps) is left to ``--compare-start`` for that reason. Sized with margin:
-# the plan at 400/760/450/420 + 200/100 steps took 832 s in one session and 922 s in the next (2-core
-# machines, stage 0 14 % slower per step in the second), so the main stages were cut by 10-17 %. The
-# ablations keep 200 + 100 steps: at 180 + 90 all three variants answered every change pair alike (0.34),
-# and at 160 + 80 the full variant's detection failed in one run.
+# FULL fits the issue's 15 minutes on 2 quiet cores with margin, so the stage-1 start comparison is left
+# to ``--compare-start``; the ablations keep enough steps for their variants to differ at all. How the
+# step counts were sized: docs/model.md, "Sizing the demo".
 FULL = DemoPlan(stage0_steps=330, stage1_steps=640, stage2_steps=400, stage3_steps=360, ablation_steps=200,
                 ablation_change_steps=100, batch_size=8, eval_real=0, eval_control=200, ablation_eval=100,
                 comparison_steps=0)
@@ -88,8 +97,6 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: st
 
     plan = QUICK if quick else FULL
     if compare_start:
-        from dataclasses import replace
-
         plan = replace(plan, comparison_steps=compare_start)
     out = Path(out)
     data_dir = Path(data_dir) if data_dir else shared_data_dir()
@@ -119,36 +126,171 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: st
 
     final = out / "checkpoint"
     MedicAD.from_pretrained(s3).save_pretrained(final, save_backbone=True)
-    model = MedicAD.from_pretrained(final)
-
-    from medic_ad.demo_eval import (ablations_on_control, evaluate_all, render_overlays, target_checks,
-                                    write_report)
+    real_data = data_dir if has_data else None
 
     tick = time.perf_counter()
-    metrics = evaluate_all(model, data_dir=data_dir if has_data else None, plan=plan, seed=seed)
+    print("[demo] evaluating on the held-out control" + (" and the real held-back splits" if has_data else ""),
+          flush=True)
+    metrics = evaluate_demo(final, out / "eval", plan=plan, data_dir=real_data, seed=seed)
     timings["evaluation"] = round(time.perf_counter() - tick, 1)
     tick = time.perf_counter()
     metrics["ablations"] = ablations_on_control(out / "ablations", plan=plan, backbone=s0, seed=seed)
     if plan.comparison_steps and has_data:
         metrics["start_comparison"] = _start_comparison(out, plan, data_dir, seed, s0)
     timings["ablations"] = round(time.perf_counter() - tick, 1)
-    overlays = render_overlays(model, out / "overlays", data_dir=data_dir if has_data else None)
+    overlays = render_overlays(final, out / "overlays", data_dir=real_data, seed=seed)
     timings["total"] = round(time.perf_counter() - t0, 1)
     metrics["targets"] = target_checks(metrics)
     metrics["timings_s"] = timings
     metrics["plan"] = plan.__dict__
-    metrics["data_dir"] = str(data_dir) if has_data else None
+    metrics["data_dir"] = str(real_data) if real_data else None
+    metrics["eval"] = {"results": "eval/results.json", "report": "eval/report.md",
+                       "predictions": "eval/predictions", "ablations": "ablations/eval/ablation.md"}
+    # targets first: the report and metrics.json open with what the run is held to
+    metrics = {"targets": metrics.pop("targets"), **metrics}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out / "report.md", metrics, overlays)
     print(f"[demo] done in {timings['total']:.0f} s: {out / 'report.md'}, {out / 'metrics.json'}, {final}")
     return metrics
 
 
+# ---------------------------------------------------------------------------------------------- evaluation
+
+# The demo's rows in metrics.json: (metrics kind, data name, eval task). The control is always evaluated;
+# the real rows need the shared data.
+CONTROL_ROWS = (("detection", "control", "control_detection"), ("change", "control", "control_change"),
+                ("heatmap", "control", "control_grounding"))
+REAL_ROWS = (("detection", "br35h_val", "br35h"), ("change", "br35h_mask_pairs_val", "demo_br35h_mask_pairs"),
+             ("heatmap", "br35h_masks_val", "br35h_masks"))
+EVAL_BATCH = 16
+# Scored answers are the chosen option verbatim (generate_choice), so its first token already carries the
+# decision that the text scorer parses; the rest of the option's words would cost steps and change nothing.
+EVAL_NEW_TOKENS = 1
+
+
+def control_task(name: str, n: int, seed_offset: int = 0):
+    """A control eval task with ``n`` samples, its seed moved by ``seed_offset`` (the demo's ``--seed``;
+    the ablations add 1 so that they are scored on other images than the main model)."""
+    from medic_ad.eval.tasks import get_task
+
+    task = get_task(name)
+    synthetic = dict(task.synthetic or {})
+    synthetic["seed"] = int(synthetic["seed"]) + seed_offset
+    return replace(task, subset=n, synthetic=synthetic)
+
+
+def demo_tasks(plan: DemoPlan, *, seed: int = 0, with_data: bool = True) -> list[tuple[str, str, Any]]:
+    """(metrics kind, data name, task) of every evaluation of the demo, sized by ``plan``."""
+    from medic_ad.eval.tasks import get_task
+
+    n = plan.eval_control
+    sizes = {"control_detection": n, "control_change": n, "control_grounding": max(8, n // 2)}
+    rows = [(kind, data, control_task(name, sizes[name], seed)) for kind, data, name in CONTROL_ROWS]
+    if with_data:
+        for kind, data, name in REAL_ROWS:
+            task = get_task(name)
+            if task.pairs is not None:  # pairs: a third of the images as sources, three pairs each
+                task = replace(task, pairs={**task.pairs, "max_sources": plan.eval_real // 3})
+            else:
+                task = replace(task, subset=plan.eval_real)
+            rows.append((kind, data, task))
+    return rows
+
+
+def _evaluate(models: list, tasks: list, out_dir: Path, *, data_dir: Path | None, title: str) -> dict[str, Any]:
+    """:func:`medic_ad.eval.suite.evaluate` as the demo runs it: predictions are redone every run (the
+    checkpoints were just retrained, so an earlier run's lines in the same folder are stale)."""
+    import sys
+
+    from medic_ad.eval.suite import evaluate
+
+    return evaluate(models, tasks, out_dir, data_root=data_dir, batch_size=EVAL_BATCH,
+                    max_new_tokens=EVAL_NEW_TOKENS, overwrite=True, progress=sys.stderr.isatty(),
+                    published=False, title=title, log=lambda msg: print(f"[eval] {msg}", flush=True))
+
+
+def _metrics(results: dict[str, Any], task: str, model: str) -> dict[str, Any]:
+    """One task's scored metrics for metrics.json (the ROC points stay in the eval's results.json)."""
+    return {k: v for k, v in results["results"][task][model].items() if k != "roc"}
+
+
+def evaluate_demo(checkpoint: Path, out_dir: Path, *, plan: DemoPlan, data_dir: Path | None,
+                  seed: int = 0) -> dict[str, Any]:
+    """Detection, change and heatmap metrics of ``checkpoint`` on the control and (with ``data_dir``) the
+    real held-back splits: predictions under ``out_dir/predictions``, then ``results.json``, ``report.md``."""
+    from medic_ad.eval.models import resolve_models
+
+    rows = demo_tasks(plan, seed=seed, with_data=data_dir is not None)
+    models = resolve_models([str(checkpoint)])
+    results = _evaluate(models, [task for _, _, task in rows], out_dir, data_dir=data_dir,
+                        title="MEDIC-AD demo: held-back evaluation")
+    metrics: dict[str, Any] = {"detection": {}, "change": {}, "heatmap": {}}
+    for kind, data, task in rows:
+        metrics[kind][data] = _metrics(results, task.name, models[0].name)
+    return metrics
+
+
+# The paper's ablations, trained side by side on the control: <Ano> modulation on/off and 4 tapped layers
+# vs the last layer only. Row name in metrics.json → (model name in the eval, config switch).
+ABLATION_VARIANTS = {"full (4 layers, modulation)": ("full", {}),
+                     "no <Ano> modulation": ("no_modulation", {"modulate": False}),
+                     "last layer only": ("last_layer", {"multi_scale": False})}
+ABLATION_MODEL = {"anomaly_dim": 64, "qformer_dim": 64, "qformer_layers": 1, "heatmap_dim": 32, "lora_r": 8,
+                  "lora_alpha": 16, "feature_layers": [0, 1, 2, 3]}
+CONTROL_SIZE = 168  # the tiny processor's working size (12 × 12 patches), as in the control tasks
+
+
+def ablations_on_control(out: Path, *, plan: DemoPlan, backbone: Path, seed: int = 0) -> dict[str, Any]:
+    """Train each variant (stage 1, then stage 2 from it) and score it with the eval harness on the control.
+
+    Detection is scored on the stage-1 checkpoint and change on the stage-2 one: stage 2 freezes the
+    anomaly module but keeps training the LoRA adapters, so it changes the detection answers too, and
+    each switch is meant to be read off the stage that trains what it switches. The Table-4-shaped rows
+    (``ablations/eval/ablation.md``) are built by :mod:`medic_ad.eval.ablations`.
+    """
+    from medic_ad.eval.ablations import write_ablation_report
+    from medic_ad.eval.models import resolve_models
+    from medic_ad.training import load_config, train
+
+    common = {"tensorboard": False, "progress": False, "seed": seed, "checkpoint_every": 0}
+    optim = {"lr": 3.0e-3, "max_steps": plan.ablation_steps, "batch_size": plan.batch_size, "warmup_steps": 10}
+    stage1, stage2 = [], []
+    for name, (slug, switch) in ABLATION_VARIANTS.items():
+        print(f"[demo] ablation {name}: stages 1 and 2", flush=True)
+        s1 = train(load_config(base={
+            "stage": 1, "input_checkpoint": str(backbone), "output_dir": str(out / slug / "stage1"),
+            "model": {**ABLATION_MODEL, **switch}, "optim": optim, **common,
+            "data": [{"name": "synthetic", "task": "detection",
+                      "options": {"kind": "detection", "n": 1024, "seed": 1, "size": CONTROL_SIZE}}],
+        }))
+        s2 = train(load_config(base={
+            "stage": 2, "input_checkpoint": str(s1.output), "output_dir": str(out / slug / "stage2"),
+            "optim": {**optim, "lr": 1.0e-3, "max_steps": plan.ablation_change_steps}, **common,
+            "data": [{"name": "synthetic", "task": "change",
+                      "options": {"kind": "pairs", "n": 1024, "seed": 2, "size": CONTROL_SIZE}}],
+        }))
+        stage1.append(f"{slug}={s1.output}")
+        stage2.append(f"{slug}={s2.output}")
+    n = plan.ablation_eval
+    detection = control_task("control_detection", n, seed + 1)
+    change = control_task("control_change", n, seed + 1)
+    print("[demo] ablations: evaluating", flush=True)
+    m1, m2 = resolve_models(stage1), resolve_models(stage2)
+    r1 = _evaluate(m1, [detection], out / "eval" / "stage1", data_dir=None, title="MEDIC-AD demo ablations: stage 1")
+    r2 = _evaluate(m2, [change], out / "eval" / "stage2", data_dir=None, title="MEDIC-AD demo ablations: stage 2")
+    # same model names in both runs: one results dict with detection from stage 1 and change from stage 2
+    merged = {"tasks": {**r1["tasks"], **r2["tasks"]}, "results": {**r1["results"], **r2["results"]}}
+    table = write_ablation_report(merged, m2, out / "eval", reference="full", published=False)
+    rows = {r["model"]: r for r in table["rows"]}
+    return {name: {"detection": _metrics(r1, detection.name, slug), "change": _metrics(r2, change.name, slug),
+                   "variant": rows[slug]["variant"], "switches": rows[slug]["switches"]}
+            for name, (slug, _) in ABLATION_VARIANTS.items()}
+
+
 def _start_comparison(out: Path, plan: DemoPlan, data_dir: Path, seed: int, stage0: Path) -> dict[str, Any]:
     """Stage 1 (same steps, same data) from the frozen *random* tiny backbone and from the stage-0
     backbone, both scored on the Br35H validation split: what stage 0 buys (design doc §5)."""
-    from medic_ad.demo_eval import detection_metrics_for
-    from medic_ad.models.medic_ad import MedicAD
+    from medic_ad.eval.models import resolve_models
     from medic_ad.models.qwen2_5_vl.backbone import Backbone
     from medic_ad.models.qwen2_5_vl.tiny import TinyBackboneConfig, build_tiny_qwen2_5_vl
     from medic_ad.training import train
@@ -158,15 +300,102 @@ def _start_comparison(out: Path, plan: DemoPlan, data_dir: Path, seed: int, stag
     model, processor = build_tiny_qwen2_5_vl(TinyBackboneConfig(**sizes), seed=seed)
     random_dir = out / "comparison" / "random_backbone"
     Backbone(model=model, processor=processor, source="tiny").save_pretrained(random_dir)
-    results = {}
+    trained = []
     for name, backbone in (("random_start", random_dir), ("stage0_start", stage0)):
         cfg = _stage_config("stage1_anomaly", out / "comparison" / name, plan.comparison_steps, plan.batch_size,
                             data_dir, True, input_checkpoint=str(backbone), seed=seed)
         print(f"[demo] comparison: stage 1 from the {name.replace('_', ' ')}", flush=True)
-        trained = MedicAD.from_pretrained(train(cfg).output)
-        results[name] = detection_metrics_for(trained, data_dir=data_dir, plan=plan)
-    results["steps"] = plan.comparison_steps
-    return results
+        trained.append(f"{name}={train(cfg).output}")
+    br35h = next(task for kind, data, task in demo_tasks(plan, seed=seed) if data == "br35h_val")
+    results = _evaluate(resolve_models(trained), [br35h], out / "comparison" / "eval", data_dir=data_dir,
+                        title="MEDIC-AD demo: stage 1 from the random vs the stage-0 backbone")
+    comparison: dict[str, Any] = {name: _metrics(results, br35h.name, name)
+                                  for name in ("random_start", "stage0_start")}
+    comparison["steps"] = plan.comparison_steps
+    return comparison
 
 
-__all__ = ["DemoPlan", "FULL", "QUICK", "run_demo"]
+# ---------------------------------------------------------------------------------------------- overlays and report
+
+
+def render_overlays(checkpoint: Path, out: Path, *, data_dir: Path | None, seed: int = 0, n: int = 4) -> list[str]:
+    """Heatmap overlays (image | heatmap over image | lesion-mask outline) of ``n`` grounding samples:
+    Br35H-mask val cases with the shared data, control cases without."""
+    from medic_ad.data.readers import load_image_any, load_mask
+    from medic_ad.eval.samples import load_task_samples
+    from medic_ad.eval.tasks import get_task
+    from medic_ad.models.medic_ad import MedicAD
+    from medic_ad.serve.overlay import overlay_png
+
+    task = get_task("br35h_masks") if data_dir is not None else control_task("control_grounding", n, seed)
+    samples = load_task_samples(task, data_root=data_dir, limit=n).samples
+    what = "Br35H-mask validation case" if data_dir is not None else "held-out control case"
+    model = MedicAD.from_pretrained(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, sample in enumerate(samples):
+        image = load_image_any(sample.images[0])
+        mask = load_mask(sample.masks[0], size=image.pixels.shape[:2])
+        path = out / f"case_{i}.png"
+        path.write_bytes(overlay_png(image, model.explain(image), alpha=0.45, title=f"{what} {i}", mask=mask))
+        written.append(str(path))
+    return written
+
+
+def _fmt(x: Any) -> str:
+    return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def write_report(path: Path, metrics: dict[str, Any], overlays: list[str]) -> None:
+    """The demo's ``report.md`` from its metrics (the scored eval results): targets first."""
+    lines = ["# MEDIC-AD demo report", "",
+             "Tiny offline backbone (random init → stage 0 → stages 1–3); every number below was computed by "
+             "this run on data held back from training, predictions first (`eval/predictions/`) and scores "
+             "second (`eval/results.json`, `eval/report.md`). See `metrics.json` for all fields.", ""]
+    if "targets" in metrics:
+        lines += ["## Targets", "", "| target | goal | measured | |", "|---|---|---|---|"]
+        for t in metrics["targets"]:
+            verdict = {True: "met", False: "missed", None: "not measured (no data)"}[t["met"]]
+            lines.append(f"| {t['target']} | ≥ {t['goal']:.2f} | {_fmt(t['value'])} | {verdict} |")
+        lines.append("")
+    lines += ["## Detection (\"Is there any abnormality in this image?\")", "",
+              "| data | n | precision | recall | F1 | AUROC | majority-class F1 | unparseable |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, m in metrics["detection"].items():
+        lines.append(f"| {name} | {m['n']} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | "
+                     f"{_fmt(m.get('auroc'))} | {_fmt(m.get('majority_f1'))} | {m.get('unparseable', 0)} |")
+    lines += ["", "## Change (worsened / improved / no change)", "",
+              "| data | n | worsened | improved | no change | overall |", "|---|---|---|---|---|---|"]
+    for name, m in metrics["change"].items():
+        pc = m.get("per_class") or {}
+        lines.append(f"| {name} | {m['n']} | {_fmt(pc.get('worsened'))} | {_fmt(pc.get('improved'))} | "
+                     f"{_fmt(pc.get('no change'))} | {_fmt(m['accuracy'])} |")
+    lines += ["", "## Heatmaps vs lesion masks", "", "| data | n | pixel AUROC | mIoU |", "|---|---|---|---|"]
+    for name, m in metrics["heatmap"].items():
+        lines.append(f"| {name} | {m['n']} | {_fmt(m['auroc'])} | {_fmt(m['miou'])} |")
+    if "ablations" in metrics:
+        lines += ["", "## Ablations on the control (same run, same data, same steps)", "",
+                  "Detection scored on each variant's stage-1 checkpoint, change on its stage-2 checkpoint; "
+                  "Table 4 shape in `ablations/eval/ablation.md`.", "",
+                  "| variant | detection F1 | AUROC | change accuracy |", "|---|---|---|---|"]
+        for name, m in metrics["ablations"].items():
+            lines.append(f"| {name} | {_fmt(m['detection']['f1'])} | {_fmt(m['detection'].get('auroc'))} | "
+                         f"{_fmt(m['change']['accuracy'])} |")
+    if "start_comparison" in metrics:
+        sc = metrics["start_comparison"]
+        lines += ["", "## Br35H val detection after stage 1: frozen random backbone vs stage-0 backbone", "",
+                  f"Stage 1 for {sc['steps']} steps from each start, same data.", "",
+                  "| start | F1 | AUROC |", "|---|---|---|",
+                  f"| frozen random | {_fmt(sc['random_start']['f1'])} | {_fmt(sc['random_start'].get('auroc'))} |",
+                  f"| stage 0 | {_fmt(sc['stage0_start']['f1'])} | {_fmt(sc['stage0_start'].get('auroc'))} |"]
+    if overlays:
+        where = "Br35H-mask validation cases" if metrics.get("data_dir") else "held-out control cases"
+        lines += ["", f"## Heatmap overlays ({where})", ""]
+        lines += [f"![case {i}]({Path(p).relative_to(path.parent).as_posix()})" for i, p in enumerate(overlays)]
+    t = metrics.get("timings_s", {})
+    lines += ["", "## Time (s)", "", " · ".join(f"{k}: {v}" for k, v in t.items()), ""]
+    path.write_text("\n".join(lines))
+
+
+__all__ = ["DemoPlan", "FULL", "QUICK", "ablations_on_control", "control_task", "demo_tasks", "evaluate_demo",
+           "render_overlays", "run_demo", "write_report"]

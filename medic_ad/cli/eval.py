@@ -321,7 +321,12 @@ def _tasks(args: argparse.Namespace) -> int:
         return 0
     width = max(len(t.name) for t in tasks)
     for t in tasks:
-        where = "--data DIR" if t.generic else f"{t.data}{' (' + t.split + ')' if t.split else ''}"
+        if t.generic:
+            where = "--data DIR"
+        elif t.data is None:  # rendered, not read (format synthetic)
+            where = f"{t.format} (seed {(t.synthetic or {}).get('seed')})"
+        else:
+            where = f"{t.data}{' (' + t.split + ')' if t.split else ''}"
         print(f"{t.name:<{width}}  {t.kind:<9}  {where:<24}  {t.description}")
     for s in list_suites():
         spec = get_suite(s)

@@ -9,7 +9,8 @@ Predict first, score second (``docs/eval.md``)::
 Modules: ``tasks`` (registry, YAML loading), ``samples`` (a task's samples), ``predict`` (JSONL,
 resumable), ``parsing`` (answers → labels), ``metrics``, ``score`` (re-scorable), ``report``
 (markdown + PNG), ``baseline`` (a bare Qwen2.5-VL as a model row), ``models`` (which folder is
-which), ``suite`` (models × tasks), ``ablations`` (Table 4 / Fig. 5), ``published`` (the paper's rows).
+which), ``suite`` (models × tasks), ``ablations`` (Table 4 / Fig. 5), ``published`` (the paper's rows),
+``targets`` (what ``medic-ad demo`` holds the tiny default to).
 The torch-heavy parts are imported on first use.
 """
 

@@ -8,6 +8,12 @@
 * grounding: one image with a mask file (masks may be empty: see the protocol in ``docs/eval.md``).
 * vqa: a question with an answer.
 
+A ``format: synthetic`` task reads no folder: it renders the held-out synthetic control
+(:class:`medic_ad.data.synthetic.SyntheticControl` with the task's ``size`` and ``seed``) as
+detection images, change pairs or lesion images with masks, ``limit`` or ``subset`` or ``n`` of
+them. They are rendered, not subsampled: sample ``i`` depends on (seed, kind, i) only, and a
+detection set of any size keeps its normals and abnormals interleaved half and half.
+
 ``limit`` (and the task's ``subset``) keep an evenly spaced subsample in dataset order, so both
 classes stay represented and the same ``limit`` always picks the same samples (resume relies on it).
 """
@@ -23,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from medic_ad.eval.tasks import TaskSpec, resolve_data_dir
+from medic_ad.eval.tasks import SYNTHETIC, TaskSpec, resolve_data_dir
 
 __all__ = ["PAIR_FILE_COLUMNS", "SampleList", "TaskData", "evenly_spaced", "load_pair_file", "load_task_samples",
            "sample_ids"]
@@ -105,6 +111,8 @@ def load_task_samples(task: TaskSpec, *, data_root: str | Path | None = None, li
     the folder is missing, unreadable, or holds nothing this task can score."""
     from medic_ad.data.registry import detect_format, get_dataset
 
+    if task.format == SYNTHETIC:
+        return _synthetic_samples(task, limit)
     root = resolve_data_dir(task, data_root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: data folder for task {task.name!r} does not exist")
@@ -132,6 +140,24 @@ def load_task_samples(task: TaskSpec, *, data_root: str | Path | None = None, li
     n = limit or task.subset or None
     samples = samples.subset(n) if isinstance(samples, SampleList) else evenly_spaced(samples, n)
     return TaskData(task=task, samples=samples, root=root, format=fmt, n_loaded=n_loaded, notes=notes)
+
+
+# the control's sample kind for each task kind
+_SYNTHETIC_KIND = {"detection": "detection", "change": "pairs", "grounding": "segmentation"}
+
+
+def _synthetic_samples(task: TaskSpec, limit: int | None) -> TaskData:
+    """The synthetic control rendered for ``task`` (see the module docstring)."""
+    from medic_ad.data.synthetic import SyntheticControl
+
+    opts = dict(task.synthetic or {})
+    n = int(limit or task.subset or opts["n"])
+    control = SyntheticControl(size=int(opts.get("size", 112)), seed=int(opts.get("seed", 0)))
+    kind = _SYNTHETIC_KIND[task.kind]
+    extra = {"abnormal_fraction": float(opts["abnormal_fraction"])} if "abnormal_fraction" in opts else {}
+    samples = list(control.lazy(kind, n, **extra))
+    note = f"{n} synthetic {kind} sample(s) rendered (size {control.size}, seed {control.seed})"
+    return TaskData(task=task, samples=samples, root=Path(SYNTHETIC), format=SYNTHETIC, n_loaded=n, notes=[note])
 
 
 def _fit_to_kind(task: TaskSpec, samples: list, root: Path, fmt: str, notes: list[str]) -> list:
@@ -174,6 +200,8 @@ def _pairs_from_masks(task: TaskSpec, sources: list, notes: list[str]) -> "Sampl
 
     opts = dict(task.pairs or {})
     seed = int(opts.pop("seed", 0))
+    if isinstance(opts.get("strength"), list):  # YAML has no tuples; a (low, high) range per pair
+        opts["strength"] = tuple(opts["strength"])
     max_sources = opts.pop("max_sources", None)
     if max_sources:
         sources = evenly_spaced(sources, int(max_sources))

@@ -14,6 +14,11 @@ A task file::
     pairs: {seed: 0}                   # change only: build worsened/improved/no-change pairs from masks
     max_new_tokens: 8
 
+A task may render its samples instead of reading a folder: ``format: synthetic`` with
+``synthetic: {size: 168, seed: 10007, n: 200}`` draws ``n`` samples of
+:class:`~medic_ad.data.synthetic.SyntheticControl` (detection images, change pairs, or lesion
+images with masks for grounding); ``subset`` or ``--limit`` render that many instead.
+
 The generic tasks ``detection``, ``change``, ``grounding`` and ``vqa`` have no ``data``: they
 need ``--data DIR`` and read any folder an adapter reads. A suite file (``kind: suite``) lists
 tables of task names in the paper's layout (``paper.yaml``). Load with :func:`get_task` /
@@ -52,6 +57,8 @@ DEFAULT_PROMPTS = {
     "vqa": None,  # the dataset's own question
 }
 DEFAULT_MAX_NEW_TOKENS = {"detection": 8, "change": 8, "grounding": 0, "vqa": 32}
+SYNTHETIC = "synthetic"  # the format of a task whose samples are rendered, not read
+SYNTHETIC_KEYS = {"size", "seed", "n", "abnormal_fraction"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class TaskSpec:
     pairs: dict[str, Any] | None = None
     max_new_tokens: int | None = None
     answer_type: str = "auto"  # vqa: closed | open | auto (yes/no or options → closed)
+    synthetic: dict[str, Any] | None = None  # format synthetic: size, seed, n (and abnormal_fraction)
     source: str | None = None  # the YAML file it came from
 
     def __post_init__(self) -> None:
@@ -83,11 +91,22 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: subset must be an integer ≥ 0")
         if self.pairs is not None and (self.kind != "change" or not isinstance(self.pairs, dict)):
             raise ValueError(f"task {self.name!r}: 'pairs' is a mapping and only for change tasks")
+        if (self.format == SYNTHETIC) != (self.synthetic is not None):
+            raise ValueError(f"task {self.name!r}: 'synthetic' (size, seed, n) goes with format synthetic, "
+                             "and format synthetic needs it")
+        if self.synthetic is not None:
+            opts = self.synthetic
+            if not isinstance(opts, dict) or not set(opts) <= SYNTHETIC_KEYS:
+                raise ValueError(f"task {self.name!r}: 'synthetic' is a mapping of {', '.join(sorted(SYNTHETIC_KEYS))}")
+            if self.kind == "vqa":
+                raise ValueError(f"task {self.name!r}: the synthetic control has no questions to answer (vqa)")
+            if not all(isinstance(opts.get(k, 0), int) for k in ("size", "seed", "n")) or int(opts.get("n", 0)) < 1:
+                raise ValueError(f"task {self.name!r}: synthetic size, seed and n are integers, n ≥ 1")
 
     @property
     def generic(self) -> bool:
         """A task with no data of its own: ``--data`` names the folder."""
-        return self.data is None
+        return self.data is None and self.format != SYNTHETIC
 
     @property
     def title(self) -> str:
@@ -112,7 +131,11 @@ class TaskSpec:
             changes["format"] = format
         if split is not None:
             changes["split"] = split
-        return dataclasses.replace(self, **changes) if changes else self
+        if not changes:
+            return self
+        if changes.get("format", self.format) != SYNTHETIC:
+            changes["synthetic"] = None  # a folder's samples are read, not rendered
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}

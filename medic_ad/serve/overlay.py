@@ -7,7 +7,8 @@ field.
 
 Colour conventions:
 - heatmaps: ``inferno`` from 0 (normal) to 1 (abnormal), blended over the grey image with an
-  adjustable opacity, with a colour bar;
+  adjustable opacity, with a colour bar; a reference lesion mask, when given, is outlined in green
+  on the image in a panel of its own (the demo's report: image | heatmap | mask);
 - change map (current - prior anomaly map): diverging ``RdBu_r``, red = the current study is more
   anomalous there (worse), blue = less anomalous (better), white = no change; symmetric range.
 """
@@ -22,12 +23,13 @@ from PIL import Image
 
 from medic_ad.data.io import MedicalImage
 
-__all__ = ["HEAT_CMAP", "CHANGE_CMAP", "blend", "change_map", "comparison_png", "grey_rgb", "heatmap_png",
-           "overlay_png", "resize_map"]
+__all__ = ["HEAT_CMAP", "CHANGE_CMAP", "MASK_COLOUR", "blend", "change_map", "comparison_png", "grey_rgb",
+           "heatmap_png", "outline", "overlay_png", "resize_map"]
 
 HEAT_CMAP = "inferno"
 CHANGE_CMAP = "RdBu_r"
 MIN_CHANGE_RANGE = 0.05  # colour range floor, so tiny differences are not blown up to full red/blue
+MASK_COLOUR = (0, 255, 0)  # green: apart from every colour of inferno and from grey
 
 
 def grey_rgb(image: MedicalImage | np.ndarray) -> np.ndarray:
@@ -146,14 +148,38 @@ def _compose(panels: list[tuple[Image.Image, str | None]], title: str | None) ->
 HEAT_TICKS = [(1.0, "1 abnormal"), (0.5, "0.5"), (0.0, "0 normal")]
 
 
+def outline(rgb: np.ndarray, mask: np.ndarray, *, colour: tuple[int, int, int] = MASK_COLOUR,
+            width: int = 2) -> np.ndarray:
+    """uint8 RGB: ``rgb`` with the border of ``mask`` (nonzero = inside; resized to ``rgb``) drawn
+    ``width`` pixels wide, just inside the mask, in ``colour``."""
+    from PIL import ImageFilter
+
+    inside = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255, mode="L")
+    if inside.size != (rgb.shape[1], rgb.shape[0]):
+        inside = inside.resize((rgb.shape[1], rgb.shape[0]), Image.NEAREST)
+    eroded = inside.filter(ImageFilter.MinFilter(2 * width + 1))
+    edge = (np.asarray(inside) > 0) & ~(np.asarray(eroded) > 0)
+    out = np.array(rgb, dtype=np.uint8, copy=True)
+    out[edge] = colour
+    return out
+
+
 def overlay_png(image: MedicalImage | np.ndarray, heat: np.ndarray, *, alpha: float = 0.5,
-                title: str = "anomaly heatmap") -> bytes:
-    """PNG: the heatmap over the image with a colour bar (0 normal ... 1 abnormal)."""
+                title: str | None = "anomaly heatmap", mask: np.ndarray | None = None) -> bytes:
+    """PNG: the heatmap over the image with a colour bar (0 normal ... 1 abnormal).
+
+    With ``mask`` (a reference lesion mask) three panels: the image, the heatmap over it, and the
+    mask's outline on the image, so the map can be judged against where the lesion is.
+    """
     base = grey_rgb(image)
     height = _panel_height(base.shape)
     panel = _scaled(blend(base, heat, alpha=alpha), height)
     bar = _colour_bar(HEAT_CMAP, height - 32, HEAT_TICKS)
-    return _compose([(panel, None), (bar, None)], title)
+    if mask is None:
+        return _compose([(panel, None), (bar, None)], title)
+    shown = np.asarray(_scaled(base, height))  # outlined at display size: a crisp line on any image size
+    return _compose([(_scaled(base, height), "image"), (panel, "heatmap"), (bar, None),
+                     (Image.fromarray(outline(shown, mask)), "lesion mask (green)")], title)
 
 
 def heatmap_png(heat: np.ndarray) -> bytes:

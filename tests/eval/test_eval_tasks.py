@@ -112,3 +112,55 @@ def test_shared_folders_give_the_expected_samples(shared_data):
     assert all(s.split == "val" for s in d.samples) and {s.label for s in d.samples} == {"abnormal", "normal"}
     d = load_task_samples(get_task("figshare"), data_root=shared_data)
     assert len(d.samples) == 200  # the task's subset
+
+
+def test_control_tasks_render_the_synthetic_control():
+    from medic_ad.data.synthetic import SyntheticControl
+
+    for name, kind in (("control_detection", "detection"), ("control_change", "change"),
+                       ("control_grounding", "grounding")):
+        task = get_task(name)
+        assert task.kind == kind and task.format == "synthetic" and not task.generic
+        assert task.synthetic["size"] == 168 and task.synthetic["seed"] == 10_007
+    control = SyntheticControl(size=168, seed=10_007)
+    # limit (or subset) renders that many: the same samples as the control's own sets of that size
+    data = load_task_samples(get_task("control_detection"), limit=6)
+    assert data.format == "synthetic" and len(data.samples) == 6 and data.describe()["n_used"] == 6
+    assert sample_ids(data.samples) == [s.id for s in control.detection(6)]
+    assert [s.label for s in data.samples] == [s.label for s in control.detection(6)]
+    pairs = load_task_samples(get_task("control_change"), limit=3).samples
+    assert [s.change for s in pairs] == ["worsened", "improved", "no change"] and all(s.is_pair for s in pairs)
+    masks = load_task_samples(get_task("control_grounding")).samples
+    assert len(masks) == 100 and all(s.masks[0].any() for s in masks[:4])  # the task's n
+
+
+def test_synthetic_task_file_and_its_checks(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("name: mine\nkind: change\nformat: synthetic\nsynthetic: {size: 64, seed: 3, n: 5}\n")
+    task = load_task_file(f)
+    samples = load_task_samples(task).samples
+    assert len(samples) == 5 and samples[0].images[0].shape == (64, 64)
+    assert samples[0].id.startswith("synthetic/pairs/3/")
+    assert task.with_data(tmp_path).synthetic is None  # --data points it at a folder instead
+    for bad, match in (("format: synthetic\n", "needs it"), ("synthetic: {n: 4}\n", "goes with format synthetic"),
+                       ("format: synthetic\nsynthetic: {n: 0}\n", "n ≥ 1"),
+                       ("format: synthetic\nsynthetic: {n: 4, colour: red}\n", "a mapping of")):
+        f.write_text("name: mine\nkind: detection\n" + bad)
+        with pytest.raises(ValueError, match=match):
+            load_task_file(f)
+
+
+def test_demo_pairs_task_matches_the_demos_pairs(shared_data):
+    """The demo's Br35H-mask pairs: a third of the images as sources (evenly spaced), lesions faded 80-100 %."""
+    import dataclasses
+
+    from medic_ad.data.pairs import ChangePairs
+    from medic_ad.data.registry import get_dataset
+
+    task = get_task("demo_br35h_mask_pairs")
+    task = dataclasses.replace(task, pairs={**task.pairs, "max_sources": 5})
+    data = load_task_samples(task, data_root=shared_data)
+    val = list(get_dataset("image_mask").load(shared_data / "br35h_masks", split="val"))
+    expected = ChangePairs(evenly_spaced(val, 5), seed=10_007, strength=(0.8, 1.0), validate=False)
+    assert sample_ids(data.samples) == [s.id for s in expected]
+    assert data.samples[4].meta["strength"] == expected[4].meta["strength"]

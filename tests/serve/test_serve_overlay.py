@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from medic_ad.serve.files import atomic_write_bytes
-from medic_ad.serve.overlay import blend, change_map, comparison_png, heatmap_png, overlay_png, resize_map
+from medic_ad.serve.overlay import (MASK_COLOUR, blend, change_map, comparison_png, heatmap_png, outline, overlay_png,
+                                    resize_map)
 
 
 def _grey(h=64, w=80):
@@ -55,6 +56,22 @@ def test_pngs_have_colour_bars() -> None:
         assert red.any() and blue.any()
     with Image.open(io.BytesIO(heatmap_png(heat))) as im:
         assert im.mode == "L" and im.size == (80, 64)
+
+
+def test_mask_outline_panel() -> None:
+    img, heat = _grey(), np.zeros((64, 80), np.float32)
+    mask = np.zeros((64, 80), np.uint8)
+    mask[20:40, 30:50] = 1
+    grey_u8 = np.repeat((img * 255).astype(np.uint8)[..., None], 3, axis=2)
+    drawn = outline(grey_u8, mask)
+    edge = (drawn == MASK_COLOUR).all(-1)
+    assert edge[20, 40] and edge[39, 30] and not edge[30, 40] and not edge[5, 5]  # the border only, inside
+    assert np.array_equal(drawn[~edge], grey_u8[~edge])
+    assert outline(grey_u8, np.zeros((32, 40), np.uint8)).tolist() == grey_u8.tolist()  # no lesion: no line
+    plain, three = overlay_png(img, heat, title=None), overlay_png(img, heat, title=None, mask=mask)
+    with Image.open(io.BytesIO(plain)) as a, Image.open(io.BytesIO(three)) as b:
+        assert b.height == a.height and b.width > 2 * a.width  # image | heatmap + bar | mask outline
+        assert (np.asarray(b.convert("RGB")) == MASK_COLOUR).all(-1).any()
 
 
 def test_atomic_write(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""`medic-ad demo --quick` end to end: the main job's outputs exist and hold every metric."""
+"""`medic-ad demo --quick` end to end: the main job's outputs exist and hold every metric, scored by the
+eval harness (predictions JSONL first, results second)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ def test_demo_quick_writes_report_metrics_overlays_and_checkpoint(tmp_path, shar
     targets = {t["target"]: t for t in metrics["targets"]}
     assert len(targets) == 4 and all(t["met"] == (t["value"] >= t["goal"]) for t in targets.values())
     assert targets["change accuracy, control"]["value"] == metrics["change"]["control"]["accuracy"]
+    # every number comes from the eval harness: its predictions, results and reports are in the run folder
+    results = json.loads((out / "eval" / "results.json").read_text())
+    for task in ("control_detection", "control_change", "control_grounding", "br35h", "demo_br35h_mask_pairs",
+                 "br35h_masks"):
+        assert (out / "eval" / "predictions" / "checkpoint" / f"{task}.jsonl").is_file()
+    assert results["results"]["control_change"]["checkpoint"]["accuracy"] == metrics["change"]["control"]["accuracy"]
+    assert (out / "eval" / "report.md").is_file() and (out / "ablations" / "eval" / "ablation.md").is_file()
     report = (out / "report.md").read_text()
     assert "## Targets" in report and "## Detection" in report and "## Ablations" in report
     overlays = sorted((out / "overlays").glob("*.png"))
@@ -46,3 +54,6 @@ def test_demo_without_shared_data_runs_on_the_control(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["detection"]) == {"control"} and metrics["data_dir"] is None
     assert [t["met"] for t in metrics["targets"]][-1] is None  # Br35H: not measured without the data
+    assert sorted(p.stem for p in (out / "eval" / "predictions" / "checkpoint").glob("*.jsonl")) == [
+        "control_change", "control_detection", "control_grounding"]
+    assert sorted((out / "overlays").glob("*.png"))  # control cases stand in for the Br35H-mask ones
