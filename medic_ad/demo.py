@@ -321,7 +321,7 @@ def _start_comparison(out: Path, plan: DemoPlan, data_dir: Path, seed: int, stag
 def render_overlays(checkpoint: Path, out: Path, *, data_dir: Path | None, seed: int = 0, n: int = 4) -> list[str]:
     """Heatmap overlays (image | heatmap over image | lesion-mask outline) of ``n`` grounding samples:
     Br35H-mask val cases with the shared data, control cases without."""
-    from medic_ad.data.readers import load_image_any, load_mask
+    from medic_ad.data.io import load_image_any, load_mask
     from medic_ad.eval.samples import load_task_samples
     from medic_ad.eval.tasks import get_task
     from medic_ad.models.medic_ad import MedicAD
@@ -337,7 +337,7 @@ def render_overlays(checkpoint: Path, out: Path, *, data_dir: Path | None, seed:
         image = load_image_any(sample.images[0])
         mask = load_mask(sample.masks[0], size=image.pixels.shape[:2])
         path = out / f"case_{i}.png"
-        path.write_bytes(overlay_png(image, model.explain(image), alpha=0.45, title=f"{what} {i}", mask=mask))
+        path.write_bytes(overlay_png(image, model.explain(image).heatmap, alpha=0.45, title=f"{what} {i}", mask=mask))
         written.append(str(path))
     return written
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from medic_ad.data.io import MedicalImage
+from medic_ad.models.results import change_map
 
 __all__ = ["HEAT_CMAP", "CHANGE_CMAP", "MASK_COLOUR", "blend", "change_map", "comparison_png", "grey_rgb",
            "heatmap_png", "outline", "overlay_png", "resize_map"]
@@ -61,12 +62,6 @@ def blend(image: MedicalImage | np.ndarray, heat: np.ndarray, *, alpha: float = 
     colour = colormaps[cmap](heat)[..., :3].astype(np.float32) * 255.0
     alpha = float(np.clip(alpha, 0.0, 1.0))
     return np.round((1 - alpha) * base + alpha * colour).astype(np.uint8)
-
-
-def change_map(prior_map: np.ndarray, current_map: np.ndarray) -> np.ndarray:
-    """current - prior anomaly map at the current study's size, in [-1, 1] (positive = worse)."""
-    prior = resize_map(prior_map, current_map.shape)
-    return np.clip(np.asarray(current_map, np.float32) - prior, -1.0, 1.0).astype(np.float32)
 
 
 def _font(size: int):
