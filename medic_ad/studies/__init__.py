@@ -1,0 +1,1 @@
+"""Clinical studies: DICOM series and volumes in, one result per study out."""
