@@ -17,6 +17,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # the bad-input corpus generator lives with the serving tests and is shared with the CLI tests
 sys.path.insert(0, str(Path(__file__).resolve().parent / "serve"))
+# the published-layout builder (tests/published_layouts.py) is shared by the data and training tests
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SHARED_DATA = Path(os.environ.get("MEDIC_AD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

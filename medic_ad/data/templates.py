@@ -139,7 +139,8 @@ def change_example(
 
     Multiple choice: the sample's own question and options (MMXU), or ``CHANGE_QUESTION`` with
     ``CHANGE_OPTIONS`` for samples that only carry a ``change`` label; the target is
-    ``"C: Worsened"``. Plain: ``PLAIN_CHANGE_PROMPT`` (or ``question``) -> ``"worsened"``.
+    ``"C: Worsened"``. A pair with neither but a question and a free-text answer (MIMIC-Diff-VQA's
+    difference questions) keeps them: its answer is the target. Plain: ``PLAIN_CHANGE_PROMPT`` (or ``question``) -> ``"worsened"``.
     """
     if not sample.is_pair:
         raise ValueError(f"{sample.id}: a change question needs two images")
@@ -150,8 +151,11 @@ def change_example(
         elif sample.change is not None:
             options, letter = dict(CHANGE_OPTIONS), CHANGE_LETTER[sample.change]
             text = question or CHANGE_QUESTION.format(region=_region(sample, region))
+        elif sample.question is not None and sample.answer is not None:
+            # a difference question answered in free text (MIMIC-Diff-VQA): its own answer is the target
+            return ChatExample(list(sample.images), question or sample.question, sample.answer, "change")
         else:
-            raise ValueError(f"{sample.id}: no change label or answered options")
+            raise ValueError(f"{sample.id}: no change label, answered options or free-text answer")
         if not all(v in text for v in options.values()):
             text = f"{text} {format_options(options)}"
         return ChatExample(list(sample.images), text, choice_answer(letter, options), "change")

@@ -246,6 +246,15 @@ class SampleList(Sequence):
             return f"pairs/{source.id}/{kinds[j % len(kinds)].replace(' ', '_')}"
         return self._seq[j].id
 
+    def sources(self) -> list:
+        """The one-image samples these pairs are built from (the samples themselves when not built pairs)."""
+        from medic_ad.data.pairs import ChangePairs
+
+        if isinstance(self._seq, ChangePairs):
+            kinds = len(self._seq.kinds)
+            return [self._seq.sources[j] for j in sorted({i // kinds for i in self._idx})]
+        return [self._seq[j] for j in self._idx]
+
     def subset(self, n: int | None) -> "SampleList":
         if not n or len(self) <= n:
             return self

@@ -1,7 +1,9 @@
 """Training configs: YAML files → typed dataclasses, with ``key=value`` overrides (litgpt style).
 
 A config names its stage, its input checkpoint and its output folder. ``${data}`` in any string is
-the shared data folder (``$MEDIC_AD_DATA`` or ``../shared/data``); ``${repo}`` the repository root.
+the shared data folder (``$MEDIC_AD_DATA`` or ``../shared/data``); ``${repo}`` the repository root;
+``${datasets}`` the config's ``datasets`` key (default ``/datasets``), the folder under which the
+published datasets live by their usual names, so ``datasets=/data/medical`` moves them all.
 Unknown keys are errors that name the key and the keys that exist.
 """
 
@@ -16,6 +18,9 @@ import yaml
 
 from medic_ad.paths import repo_root, shared_data_dir
 from medic_ad.yaml_files import read_yaml
+
+
+DEFAULT_DATASETS = "/datasets"
 
 
 @dataclass
@@ -77,6 +82,10 @@ class TrainConfig:
     input_checkpoint: str
     output_dir: str
     data: list[DataSource]
+    datasets: str = DEFAULT_DATASETS
+    # evaluation sets: their patients (images, where a set has no patient ids) are dropped from every
+    # training source at load; ``name: eval_task`` with ``options.task`` names a registered eval task
+    holdout: list[DataSource] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -101,13 +110,14 @@ class TrainConfig:
             raise ValueError("optim.max_steps and optim.batch_size must be ≥ 1")
 
 
-def _expand(value: Any) -> Any:
+def _expand(value: Any, datasets: str = DEFAULT_DATASETS) -> Any:
     if isinstance(value, str):
+        value = value.replace("${datasets}", datasets)
         return value.replace("${data}", str(shared_data_dir())).replace("${repo}", str(repo_root()))
     if isinstance(value, list):
-        return [_expand(v) for v in value]
+        return [_expand(v, datasets) for v in value]
     if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
+        return {k: _expand(v, datasets) for k, v in value.items()}
     return value
 
 
@@ -124,10 +134,10 @@ def _build(cls, data: Any, where: str):
         )
     kwargs = {}
     for name, value in data.items():
-        if cls is TrainConfig and name == "data":
+        if cls is TrainConfig and name in ("data", "holdout"):
             if not isinstance(value, list):
-                raise ValueError("config key data must be a list of sources")
-            kwargs[name] = [_build(DataSource, v, f"data.{i}") for i, v in enumerate(value)]
+                raise ValueError(f"config key {name} must be a list of sources")
+            kwargs[name] = [_build(DataSource, v, f"{name}.{i}") for i, v in enumerate(value)]
         elif cls is TrainConfig and name == "optim":
             kwargs[name] = _build(OptimConfig, value, "optim")
         elif cls is TrainConfig and name == "loss":
@@ -179,7 +189,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config (or ``base``), apply overrides, expand ``${data}``, validate."""
+    """Read a YAML config (or ``base``), apply overrides, expand ``${datasets}``, ``${data}``, ``${repo}``, validate."""
     if path is not None:
         data = read_yaml(path, what="config file")
     else:
@@ -191,7 +201,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     missing = [k for k in ("stage", "input_checkpoint", "output_dir", "data") if k not in data]
     if missing:
         raise ValueError(f"{path or 'config'}: missing required key(s) {', '.join(missing)}")
-    return _build(TrainConfig, _expand(data), "")
+    datasets = data.get("datasets", DEFAULT_DATASETS)
+    if not isinstance(datasets, str) or not datasets or "${datasets}" in datasets:
+        raise ValueError(f"config key datasets must be a folder path, got {datasets!r}")
+    return _build(TrainConfig, _expand(data, _expand(datasets)), "")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -2,16 +2,25 @@
 
 The batch of step ``k`` on rank ``r`` is a pure function of (seed, k, r): resuming at step ``k``
 needs no saved data position or sampler RNG and gives exactly the batches an uninterrupted run sees.
+
+Before anything is sampled, the patients of the config's ``holdout`` sets (the evaluation sets)
+are dropped from every training source (:mod:`medic_ad.data.holdout`), and ``data_summary.json``
+in the output folder records what each source holds and what rank 0 draws from it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import zlib
-from typing import Sequence
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
+from medic_ad.data.holdout import Holdout, key_digest, patient_keys
 from medic_ad.data.pairs import ChangePairs
 from medic_ad.data.registry import detect_format, get_dataset
 from medic_ad.data.schema import LABELS, Sample
@@ -22,8 +31,14 @@ from medic_ad.training.config import DataSource
 logger = logging.getLogger("medic_ad.training")
 
 
-def load_source(source: DataSource) -> Sequence[Sample]:
-    """Samples of one mixture entry (lazy where the source is: paths, built-on-access pairs)."""
+def load_source(source: DataSource, holdout: Holdout | None = None) -> Sequence[Sample]:
+    """Samples of one mixture entry (lazy where the source is: paths, built-on-access pairs), without
+    the patients ``holdout`` holds."""
+    return _load_source(source, holdout)[0]
+
+
+def _load_source(source: DataSource, holdout: Holdout | None) -> tuple[Sequence[Sample], int]:
+    """(samples, how many samples of evaluation patients were dropped)."""
     if source.label is not None:  # checked before anything is loaded
         if source.label not in LABELS:
             raise ValueError(f"data source {source.name}: label must be one of {', '.join(LABELS)}, got {source.label!r}")
@@ -32,7 +47,8 @@ def load_source(source: DataSource) -> Sequence[Sample]:
         if source.name == "change_pairs":
             raise ValueError("change_pairs source: label filters single images; pairs are balanced by change")
     opts = dict(source.options)
-    if source.name == "synthetic":
+    dropped = 0
+    if source.name == "synthetic":  # generated subjects: no patient to hold out
         control = SyntheticControl(size=int(opts.pop("size", 112)), seed=int(opts.pop("seed", 0)))
         kind = opts.pop("kind", "detection")
         n = int(opts.pop("n", 512))
@@ -44,19 +60,29 @@ def load_source(source: DataSource) -> Sequence[Sample]:
         if source.root is None:
             raise ValueError("change_pairs source needs a root (a folder of images with lesion masks)")
         fmt = opts.pop("source", None) or detect_format(source.root)
-        base = get_dataset(fmt).load(source.root, split=source.split)
-        with_masks = [s for s in base if s.masks and s.masks[0] is not None]
-        if source.limit:
-            with_masks = with_masks[: source.limit]
-        samples = ChangePairs(with_masks, seed=int(opts.pop("seed", 0)), validate=bool(opts.pop("validate", False)),
-                              strength=tuple(opts.pop("strength", (0.8, 1.0))))
+        seed, validate = int(opts.pop("seed", 0)), bool(opts.pop("validate", False))
+        strength = tuple(opts.pop("strength", (0.8, 1.0)))
         if opts:
             raise ValueError(f"change_pairs source: unknown option(s) {', '.join(sorted(opts))}")
-        return samples
+        base = get_dataset(fmt).load(source.root, split=source.split)
+        # a normal image's (empty) mask has no lesion to attenuate: its "worsened" pair would be two normals
+        with_masks = [s for s in base if s.masks and s.masks[0] is not None and s.label != "normal"]
+        if holdout is not None:
+            with_masks, dropped = holdout.drop(with_masks)
+        if source.limit:
+            with_masks = with_masks[: source.limit]
+        if not with_masks:
+            split = f" split {source.split!r}" if source.split else ""
+            why = f" ({dropped} dropped as evaluation patients)" if dropped else ""
+            raise ValueError(f"change_pairs source {source.root}{split}: no abnormal image with a lesion mask "
+                             f"to build pairs from{why} ({fmt} loaded {len(base)} sample(s))")
+        return ChangePairs(with_masks, seed=seed, validate=validate, strength=strength), dropped
     else:
         if source.root is None:
             raise ValueError(f"data source {source.name!r} needs a root folder")
         samples = get_dataset(source.name).load(source.root, split=source.split, **opts)
+        if holdout is not None:
+            samples, dropped = holdout.drop(samples)
     if source.label is not None:
         samples = [s for s in samples if s.label == source.label]
     if source.caption is not None:
@@ -66,8 +92,41 @@ def load_source(source: DataSource) -> Sequence[Sample]:
     if source.limit:
         samples = samples[: source.limit]
     if len(samples) == 0:
-        raise ValueError(f"data source {source.name} ({source.root}) has no samples")
-    return samples
+        why = f" ({dropped} dropped as evaluation patients)" if dropped else ""
+        raise ValueError(f"data source {source.name} ({source.root}) has no samples{why}")
+    return samples, dropped
+
+
+def load_holdout(entries: Sequence[DataSource]) -> Holdout:
+    """The patients of the evaluation sets a config names in ``holdout``.
+
+    An entry is a dataset folder (``name`` an adapter, ``root``, ``split``, ``options``) or a
+    registered evaluation task (``name: eval_task``, ``options.task``, ``root`` its data folder):
+    exactly the samples that task scores, so a subset it takes holds out only that subset.
+    """
+    holdout = Holdout()
+    for entry in entries:
+        opts = dict(entry.options)
+        if entry.name == "eval_task":
+            from medic_ad.eval.samples import SampleList, load_task_samples
+            from medic_ad.eval.tasks import get_task
+
+            task_name = opts.pop("task", None)
+            if not task_name or opts:
+                raise ValueError("holdout entry eval_task needs options.task (the eval task's name) and nothing else")
+            data = load_task_samples(get_task(task_name), data_root=entry.root)
+            samples = data.samples
+            if isinstance(samples, SampleList):  # pairs built on access: their source images are the patients
+                samples = samples.sources()
+            holdout.add(samples, name=f"eval_task {task_name}", root=str(data.root), split=data.task.split)
+        else:
+            if entry.root is None:
+                raise ValueError(f"holdout entry {entry.name!r} needs a root folder")
+            samples = get_dataset(entry.name).load(entry.root, split=entry.split, **opts)
+            holdout.add(samples, name=entry.name, root=entry.root, split=entry.split)
+        logger.info("holdout %s: %d evaluation sample(s), %d patient(s)", holdout.sets[-1]["name"],
+                    holdout.sets[-1]["samples"], holdout.sets[-1]["patients"])
+    return holdout
 
 
 MODALITIES = ("brain MRI", "head CT", "chest X-ray", "abdomen CT", "pathology slide", "synthetic phantom")
@@ -120,21 +179,85 @@ class MixtureSampler:
         self.probs = w / w.sum()
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
 
-    def batch_at(self, step: int) -> list[tuple[Sample, str | None]]:
+    def picks_at(self, step: int) -> list[tuple[int, int]]:
+        """(source, sample index) of each item of step ``step``'s batch, without building a sample."""
         rng = np.random.default_rng([self.seed, step, self.rank])
         picks = rng.choice(len(self.sources), size=self.batch_size, p=self.probs)
-        out = []
-        for src in picks.tolist():
-            samples = self.sources[src]
-            out.append((samples[int(rng.integers(len(samples)))], self.tasks[src]))
-        return out
+        return [(src, int(rng.integers(len(self.sources[src])))) for src in picks.tolist()]
+
+    def batch_at(self, step: int) -> list[tuple[Sample, str | None]]:
+        return [(self.sources[src][i], self.tasks[src]) for src, i in self.picks_at(step)]
 
 
 def build_sampler(cfg) -> MixtureSampler:
-    """The mixture of a :class:`~medic_ad.training.config.TrainConfig`, every source loaded once."""
-    sources = [load_source(s) for s in cfg.data]
-    for s, samples in zip(cfg.data, sources):
-        logger.info("data source %s (%s, split %s): %d samples, weight %s", s.name, s.root, s.split, len(samples),
-                    s.weight)
-    return MixtureSampler(sources, [s.weight for s in cfg.data], [s.task for s in cfg.data],
-                          batch_size=cfg.optim.batch_size, seed=cfg.seed)
+    """The mixture of a :class:`~medic_ad.training.config.TrainConfig`, every source loaded once, the
+    evaluation patients of ``cfg.holdout`` dropped; writes ``data_summary.json`` into the output folder."""
+    holdout = load_holdout(cfg.holdout) if cfg.holdout else None
+    loaded = [_load_source(s, holdout) for s in cfg.data]
+    sources = [samples for samples, _ in loaded]
+    for s, (samples, dropped) in zip(cfg.data, loaded):
+        logger.info("data source %s (%s, split %s): %d samples, weight %s%s", s.name, s.root, s.split, len(samples),
+                    s.weight, f", {dropped} dropped as evaluation patients" if holdout is not None else "")
+    sampler = MixtureSampler(sources, [s.weight for s in cfg.data], [s.task for s in cfg.data],
+                             batch_size=cfg.optim.batch_size, seed=cfg.seed)
+    if os.environ.get("RANK", "0") == "0":
+        write_data_summary(Path(cfg.output_dir) / DATA_SUMMARY, cfg, loaded, holdout, sampler)
+    return sampler
+
+
+DATA_SUMMARY = "data_summary.json"
+MAX_IDS = 1000
+
+
+def data_summary(cfg, loaded: list[tuple[Sequence[Sample], int]], holdout: Holdout | None,
+                 sampler: MixtureSampler) -> dict[str, Any]:
+    """What each source holds (counts, ids, patient digests) and what rank 0 draws from it over the run."""
+    draws = cfg.optim.max_steps * cfg.optim.grad_accum
+    drawn: list[Counter[int]] = [Counter() for _ in loaded]
+    for step in range(draws):
+        for src, i in sampler.picks_at(step):
+            drawn[src][i] += 1
+    out_sources = []
+    for source, (samples, dropped), hits in zip(cfg.data, loaded, drawn):
+        entry: dict[str, Any] = {"name": source.name, "root": source.root, "split": source.split,
+                                 "task": source.task, "weight": source.weight, "samples": len(samples),
+                                 "dropped_eval_patients": dropped if holdout is not None else None,
+                                 "drawn": sum(hits.values()), "drawn_distinct": len(hits)}
+        entry.update(_describe(samples))
+        out_sources.append(entry)
+    return {
+        "stage": cfg.stage,
+        "draws_per_rank": draws,
+        "holdout": None if holdout is None else {"sets": holdout.sets, "patients": len(holdout.keys),
+                                                 "patients_sha1": holdout.digests()},
+        "sources": out_sources,
+    }
+
+
+def _describe(samples: Sequence[Sample]) -> dict[str, Any]:
+    if isinstance(samples, ChangePairs):
+        kinds = samples.kinds
+        ids = [f"pairs/{s.id}/{k.replace(' ', '_')}" for s in samples.sources for k in kinds]
+        patients = {key_digest(k) for s in samples.sources for k in patient_keys(s)}
+        return {"pairs": len(samples), "by_change": {k: len(samples.sources) for k in kinds},
+                "abnormal_with_mask": len(samples.sources), "ids": ids[:MAX_IDS], "ids_truncated": len(ids) > MAX_IDS,
+                "patients_sha1": sorted(patients)}
+    if not isinstance(samples, list):  # generated on access (synthetic): nothing to read up front
+        return {"generated": True}
+    patients = {key_digest(k) for s in samples for k in patient_keys(s)}
+    return {
+        "pairs": sum(s.is_pair for s in samples),
+        "by_change": dict(Counter(s.change for s in samples if s.change is not None)),
+        "by_label": dict(Counter(s.label for s in samples if s.label is not None)),
+        "abnormal_with_mask": sum(s.label == "abnormal" and s.has_mask for s in samples),
+        "ids": [s.id for s in samples[:MAX_IDS]],
+        "ids_truncated": len(samples) > MAX_IDS,
+        "patients_sha1": sorted(patients),
+    }
+
+
+def write_data_summary(path: Path, cfg, loaded, holdout: Holdout | None, sampler: MixtureSampler) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data_summary(cfg, loaded, holdout, sampler), indent=1) + "\n")
+    tmp.replace(path)

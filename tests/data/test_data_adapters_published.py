@@ -32,22 +32,22 @@ def test_bmad_pixel_level_image_level_and_parent(tmp_path: Path, write_png) -> N
 
     assert detect_format(brain) == "bmad" and detect_format(camelyon) == "bmad"
     with pytest.warns(LoadWarning, match="mask size differs"):
-        samples = load_dataset(brain, group_regex=r"^(\d+)_")
+        samples = load_dataset(brain, group_regex=r"^(\d+)_", split_policy="folders")
     by_id = {s.id: s for s in samples}
     assert len(samples) == 5 and samples.report.skipped == {"mask size differs from its image": 1}
     ungood = by_id["Brain/valid/Ungood/img/00124_60.png"]
     assert ungood.label == "abnormal" and ungood.split == "val" and ungood.masks[0].name == "00124_60.png"
     assert by_id["Brain/train/good/img/00003_60.png"].group == "Brain/00003"
     assert by_id["Brain/test/good/img/00005_60.png"].masks == [None]
-    assert [s.split for s in get_dataset("bmad").load(brain, split="train")] == ["train", "train"]
+    assert [s.split for s in get_dataset("bmad").load(brain, split="train", split_policy="folders")] == ["train", "train"]
 
-    cam = load_dataset(camelyon)
+    cam = load_dataset(camelyon, split_policy="folders")
     assert sorted((s.split, s.label) for s in cam) == [
         ("test", "abnormal"), ("test", "normal"), ("train", "normal"), ("val", "abnormal"), ("val", "normal")
     ]
     assert detect_format(tmp_path / "BMAD") == "bmad"
     with pytest.warns(LoadWarning):
-        both = load_dataset(tmp_path / "BMAD")
+        both = load_dataset(tmp_path / "BMAD", split_policy="folders")
     assert {s.dataset for s in both} == {"Brain", "camelyon16"} and len(both) == 10
 
 
@@ -217,13 +217,14 @@ def test_mimic_diff_vqa(tmp_path: Path, write_png) -> None:
     assert detect_format(root) == "mimic_diff_vqa"
     with pytest.warns(LoadWarning, match="malformed row"):
         samples = load_dataset(root)
-    assert len(samples) == 1
-    pair = samples[0]
+    assert [s.id for s in samples] == ["mimic_diff_vqa/1", "mimic_diff_vqa/1/choice"]
+    pair, choice = samples
+    assert choice.change == "worsened" and choice.question is None and choice.images == [prior, main]
     assert pair.images == [prior, main] and pair.meta["ref_is_earlier"] is True
     assert pair.question.startswith("what has changed") and "pneumothorax" in pair.answer
     assert pair.group == "mimic_diff_vqa/10000032" and pair.change is None and pair.split == "train"
     with pytest.warns(LoadWarning):
-        everything = get_dataset("mimic_diff_vqa").load(root, question_types=None)
+        everything = get_dataset("mimic_diff_vqa").load(root, question_types=None, change_choices=False)
     assert sorted(len(s.images) for s in everything) == [1, 2]
 
 
@@ -263,7 +264,8 @@ def test_mmxu_multiple_choice_pairs(tmp_path: Path, write_png, write_json) -> No
         samples = load_dataset(root)
     by_id = {s.id: s for s in samples}
     assert [by_id[f"mmxu/{i}"].change for i in range(1, 6)] == ["worsened", "improved", "no change", "improved", None]
-    assert samples.report.notes == {"answer option not mappable to a change label": 1}
+    assert samples.report.notes == {"content_type states no change label: answer option text used": 5,
+                                    "answer option not mappable to a change label": 1}
     first = by_id["mmxu/1"]
     assert first.images == [prior, main] and first.answer == "C" and first.options == options
     assert first.region == "left lower lung zone" and first.split == "test" and first.group == "mmxu/p10000032"

@@ -2,8 +2,8 @@
 
 ``ChestX_Det_{train,test}.json``: a list of ``{"file_name": "36199.png", "syms": [...],
 "boxes": [[x1, y1, x2, y2], ...], "polygons": [[[x, y], ...], ...]}``, one polygon per finding.
-Images unzip into ``train_data/`` and ``test_data/`` (``train/``, ``test/`` or ``images/`` also
-work). Polygons are rasterised with ``PIL.ImageDraw`` into one binary mask per image (a finding
+The image zips unpack into ``train/`` and ``test/`` beside the JSON files (``train_data/``,
+``test_data/`` or ``images/`` also work). Polygons are rasterised with ``PIL.ImageDraw`` into one binary mask per image (a finding
 whose polygon has fewer than three points falls back to its box); images without findings are
 ``normal`` with an empty mask.
 
@@ -40,7 +40,7 @@ def _annotation_file(root: Path, split: str) -> Path | None:
 
 
 def _image_dir(root: Path, split: str) -> Path:
-    for name in (f"{split}_data", split, "images"):
+    for name in (split, f"{split}_data", "images"):
         if (root / name).is_dir():
             return root / name
     return root
@@ -80,7 +80,7 @@ def _write_png(path: Path, mask: np.ndarray) -> None:
 @register_dataset(
     NAME,
     detect=detect,
-    description="ChestX_Det_{train,test}.json (file_name, syms, boxes, polygons) with {train,test}_data/",
+    description="ChestX_Det_{train,test}.json (file_name, syms, boxes, polygons) with {train,test}/",
 )
 def load(
     root: Path,

@@ -9,23 +9,54 @@ difference), ``question``, ``answer``, ``split`` (train/val/test). ``mimic_all.c
 
 Difference questions become pairs ``[reference, main]`` (the answer describes the main image
 relative to the reference); other question types keep the main image only. The free-text answer
-has no worsened/improved label, so ``change`` stays None.
+is kept as the target (a language loss). Where the answer's own template states a direction
+(:func:`change_from_difference`: only added findings or raised levels -> worsened, only missing
+findings or lowered levels -> improved, "nothing has changed" -> no change), a second sample
+``<id>/choice`` carries that label (no question: the change template asks worsened / improved /
+no change); ``change_choices=False`` leaves them out. An added finding is counted as worse whatever
+it is (a new support device too): a label derived from the answer text, not a radiologist's.
+``meta["patient"]`` is the MIMIC-CXR subject (``mimic-cxr/p<subject>``), the key the
+cross-dataset patient check compares with MMXU.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from medic_ad.data.adapters._common import BAD_ROW, read_csv, require_file
 from medic_ad.data.errors import DatasetFormatError
 from medic_ad.data.registry import LoadReport, register_dataset
-from medic_ad.data.schema import Sample
+from medic_ad.data.adapters.mmxu import mimic_patient
+from medic_ad.data.schema import Change, Sample
 from medic_ad.data.splits import canonical_split
 
 NAME = "mimic_diff_vqa"
 QUESTIONS_CSV = "mimic_pair_questions.csv"
 STUDIES_CSV = "mimic_all.csv"
 _VIEW_RANK = {"postero-anterior": 0, "pa": 0, "antero-posterior": 1, "ap": 1}
+_LEVEL_RANK = {"trace": 0, "minimal": 0, "minimum": 0, "tiny": 0, "mild": 1, "small": 1, "moderate": 2,
+               "medium": 2, "severe": 3, "large": 3, "extensive": 3}
+_NOTHING = re.compile(r"^\s*nothing has changed\.?\s*$")
+_ADDED = re.compile(r"\badditional findings? of\b")
+_MISSING = re.compile(r"\bmissing the findings? of\b")
+_LEVEL = re.compile(r"\blevel of .+? has changed from (\w+) to (\w+)")
+
+
+def change_from_difference(answer: str) -> Change | None:
+    """The direction a Medical-Diff-VQA difference answer states, None when mixed or unclear."""
+    text = answer.strip().lower()
+    if _NOTHING.match(text):
+        return "no change"
+    worse, better = bool(_ADDED.search(text)), bool(_MISSING.search(text))
+    for before, after in _LEVEL.findall(text):
+        if before not in _LEVEL_RANK or after not in _LEVEL_RANK:
+            return None
+        worse |= _LEVEL_RANK[after] > _LEVEL_RANK[before]
+        better |= _LEVEL_RANK[after] < _LEVEL_RANK[before]
+    if worse != better:
+        return "worsened" if worse else "improved"
+    return None
 
 
 def detect(root: Path) -> float:
@@ -65,8 +96,9 @@ def load(
     report: LoadReport,
     image_root: str | Path | None = None,
     question_types: tuple[str, ...] | None = ("difference",),
+    change_choices: bool = True,
 ) -> list[Sample]:
-    """MIMIC-Diff-VQA samples of ``question_types`` (None: all types)."""
+    """MIMIC-Diff-VQA samples of ``question_types`` (None: all types), plus labelled change choices."""
     if not (root / STUDIES_CSV).is_file():
         raise DatasetFormatError(root, f"{STUDIES_CSV} is missing (needed to find each study's image)")
     studies = _study_images(root / STUDIES_CSV, Path(image_root) if image_root else root)
@@ -99,16 +131,23 @@ def load(
         if not all(require_file(p, report) for p in images):
             continue
         subject = row.get("subject_id", "").split(".")[0]
-        samples.append(
-            Sample(
-                id=f"{NAME}/{i}",
-                images=images,
-                question=row["question"],
-                answer=row["answer"],
-                dataset=NAME,
-                split=row_split,
-                group=f"{NAME}/{subject}" if subject else None,
-                meta=meta,
-            )
+        meta["patient"] = mimic_patient(subject) if subject else None
+        sample = Sample(
+            id=f"{NAME}/{i}",
+            images=images,
+            question=row["question"],
+            answer=row["answer"],
+            dataset=NAME,
+            split=row_split,
+            group=f"{NAME}/{subject}" if subject else None,
+            meta=meta,
         )
+        samples.append(sample)
+        if qtype == "difference" and change_choices:
+            change = change_from_difference(row["answer"])
+            if change is None:
+                report.note("difference answer states no single direction (no change choice)")
+                continue
+            samples.append(Sample(id=f"{sample.id}/choice", images=images, change=change, dataset=NAME,
+                                  split=row_split, group=sample.group, meta=dict(meta)))
     return samples

@@ -1,13 +1,19 @@
 """MMXU (Mu et al. ACL Findings 2025; huggingface.co/datasets/LinjieMu/MMXU).
 
-``MMXU-test.jsonl`` / ``MMXU-dev.jsonl``, one record per line: ``id``, ``content_type``,
-``related_region_name``, ``question``, ``options`` (letter -> text), ``answer`` (a letter),
-``explanation``, ``cur_image_path``, ``prior_image_path`` (a list; the first is used), plus
-reports and region boxes. Images are MIMIC-CXR-JPG paths (``files/p10/...``) under
-``image_root`` (default: the dataset folder). The answer's option text is mapped to a change label
-(worsened / improved / no change); options that fit none keep ``change=None`` and are counted in
-the report's notes. The radiology reports are restricted MIMIC text and are not kept.
-``MMXU-dev`` is the development/training split and gets ``split="train"``.
+``MMXU-test.jsonl`` as released holds records with exactly ``id``, ``content_type``, ``question``,
+``options`` (letter -> text), ``answer`` (a letter), ``cur_image_path`` and ``prior_image_path`` (a
+string). ``MMXU-dev.jsonl`` records may add ``related_region_name``, ``explanation``, reports and
+region boxes, and give ``prior_image_path`` as a list (the first is used). A file is recognised by
+its first record (``options``, ``answer``, ``cur_image_path``, ``prior_image_path``), so a folder
+holding only the test file loads and a test file beside a dev file is never skipped.
+
+Images are MIMIC-CXR-JPG paths (``files/p10/...``) under ``image_root`` (default: the dataset
+folder). The change label is ``content_type`` (worsened / improved / no change, in the spellings
+:func:`change_from_option` knows); where it states none, the text of the answer option is mapped
+by keyword instead, and options that fit none keep ``change=None`` (both counted in the report's
+notes). The radiology reports are restricted MIMIC text and are not kept. ``MMXU-dev`` is the
+development/training split and gets ``split="train"``. ``meta["patient"]`` is the MIMIC-CXR
+subject (``mimic-cxr/p<subject>``), the key the cross-dataset patient check compares.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from medic_ad.data.registry import LoadReport, register_dataset
 from medic_ad.data.schema import Change, Sample
 
 NAME = "mmxu"
+RECORD_KEYS = ("options", "answer", "cur_image_path", "prior_image_path")
 
 _NO_CHANGE = re.compile(r"\bno (significant |interval )?change|\bunchanged|\bstable|\bsimilar|\bpersist")
 _IMPROVED = re.compile(r"\bimprov|\bdecreas|\bresol|\breduc|\bsmaller|\bless\b|\bbetter|\bclear")
@@ -35,8 +42,12 @@ def change_from_option(text: str) -> Change | None:
     return None
 
 
+def _first_record(path: Path) -> str:
+    return peek(path, 65536).split("\n", 1)[0]
+
+
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.glob("*.jsonl") if '"related_region_name"' in peek(p, 8192))
+    return sorted(p for p in root.glob("*.jsonl") if all(f'"{k}"' in _first_record(p) for k in RECORD_KEYS))
 
 
 def _split_of(file: Path) -> str | None:
@@ -49,8 +60,13 @@ def _split_of(file: Path) -> str | None:
 
 
 def detect(root: Path) -> float:
-    """1.0 when an MMXU JSONL file (records with related_region_name) is present."""
+    """1.0 when an MMXU JSONL file (options, answer, cur/prior image paths) is present."""
     return 1.0 if _files(root) else 0.0
+
+
+def mimic_patient(subject: str) -> str:
+    """The cross-dataset patient key of a MIMIC-CXR subject id (``10000032`` or ``p10000032``)."""
+    return f"mimic-cxr/p{subject.lstrip('p')}"
 
 
 def _subject(path: str) -> str | None:
@@ -105,9 +121,13 @@ def _sample(
     if not all(require_file(p, report) for p in images):
         return None
     letter = answer.strip()
-    change = change_from_option(options[letter])
+    content_type = rec.get("content_type")
+    change = change_from_option(content_type) if isinstance(content_type, str) else None
     if change is None:
-        report.note("answer option not mappable to a change label")
+        report.note("content_type states no change label: answer option text used")
+        change = change_from_option(options[letter])
+        if change is None:
+            report.note("answer option not mappable to a change label")
     subject = _subject(cur)
     n_prior = len(rec["prior_image_path"]) if isinstance(rec.get("prior_image_path"), list) else 1
     return Sample(
@@ -122,7 +142,8 @@ def _sample(
         split=split,
         group=f"{NAME}/{subject}" if subject else None,
         meta={
-            "content_type": rec.get("content_type"),
+            "patient": mimic_patient(subject) if subject else None,
+            "content_type": content_type,
             "explanation": rec.get("explanation"),
             "n_prior_images": n_prior,
         },

@@ -6,6 +6,7 @@ this adapter reads the same records from JSON instead: ``qas/{split}/{split}_qa.
 ``.jsonl``), or ``{split}.json`` / ``{split}.jsonl`` at the root. ``image`` may carry its extension
 and a folder. Yes/no answers are ``closed``, all others ``open`` (the PathVQA convention).
 See ``docs/data.md`` for a one-off conversion from the pickles or the Hugging Face parquet files.
+The release unpacks into ``pvqa/``: ``root`` may be that folder or the one holding it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from medic_ad.data.schema import Sample
 
 NAME = "pathvqa"
 SPLITS = ("train", "val", "test")
+UNPACKED = "pvqa"
+
+
+def _base(root: Path) -> Path:
+    if not any(_split_file(root, s) for s in SPLITS) and any(_split_file(root / UNPACKED, s) for s in SPLITS):
+        return root / UNPACKED
+    return root
 
 
 def _split_file(root: Path, split: str) -> Path | None:
@@ -34,7 +42,8 @@ def _split_file(root: Path, split: str) -> Path | None:
 
 
 def detect(root: Path) -> float:
-    """1.0 with PathVQA-style JSON records (image, question, answer) and an images/ folder."""
+    """1.0 with PathVQA-style JSON records (image, question, answer) and an images/ folder (in root or root/pvqa)."""
+    root = _base(root)
     if not any(_split_file(root, s) for s in SPLITS):
         return 0.0
     return 1.0 if (root / "images").is_dir() else 0.4
@@ -58,6 +67,7 @@ def _image_path(root: Path, split: str, image: str) -> Path:
 )
 def load(root: Path, *, split: str | None, report: LoadReport) -> list[Sample]:
     """PathVQA question/answer samples; ``meta["answer_type"]`` is ``"closed"`` for yes/no."""
+    root = _base(root)
     samples = []
     for split_name in SPLITS:
         file = _split_file(root, split_name)

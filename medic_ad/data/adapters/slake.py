@@ -3,7 +3,8 @@
 ``Slake1.0/{train,validate,test}.json``: lists of ``{"img_id", "img_name": "xmlab102/source.jpg",
 "question", "answer", "q_lang": "en"|"zh", "location", "modality", "answer_type":
 "OPEN"|"CLOSED", "base_type", "content_type", "triple", "qid"}``; images under ``imgs/``.
-Only English questions are kept by default (``lang="en"``; ``lang=None`` keeps both).
+Only English questions are kept by default (``lang="en"``; ``lang=None`` keeps both). The archive
+unpacks into ``Slake1.0/``: ``root`` may be that folder or the one holding it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,19 @@ from medic_ad.data.schema import Sample
 
 NAME = "slake"
 SPLIT_FILES = {"train": "train.json", "val": "validate.json", "test": "test.json"}
+UNPACKED = "Slake1.0"
+
+
+def _base(root: Path) -> Path:
+    return root / UNPACKED if _score(root) == 0.0 and _score(root / UNPACKED) > 0.0 else root
 
 
 def detect(root: Path) -> float:
-    """1.0 when a SLAKE split file (records with q_lang) is present."""
+    """1.0 when a SLAKE split file (records with q_lang) is present, in ``root`` or ``root/Slake1.0``."""
+    return _score(_base(root))
+
+
+def _score(root: Path) -> float:
     for file in SPLIT_FILES.values():
         if (root / file).is_file() and '"q_lang"' in peek(root / file, 4096):
             return 1.0 if (root / "imgs").is_dir() else 0.4
@@ -33,6 +43,7 @@ def detect(root: Path) -> float:
 )
 def load(root: Path, *, split: str | None, report: LoadReport, lang: str | None = "en") -> list[Sample]:
     """SLAKE samples in language ``lang``; organ location and modality go into ``meta``."""
+    root = _base(root)
     samples = []
     for split_name, file in SPLIT_FILES.items():
         path = root / file
