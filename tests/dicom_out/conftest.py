@@ -13,10 +13,6 @@ from ct_series import heatmaps_for, make_ct_series  # noqa: E402
 
 from medic_ad.studies.result import StudyResult  # noqa: E402
 
-MODEL = {"model_name": "medic-ad-tiny", "model_version": "0.1.0",
-         "checkpoint_digest": "sha256:" + "0123456789abcdef" * 4}
-
-
 @pytest.fixture
 def ct_series(dicom_file):
     """Five CT slices of one study, ordered by z, carrying the PHI fields."""

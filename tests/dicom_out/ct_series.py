@@ -17,6 +17,10 @@ from pydicom.uid import generate_uid
 PHI = {"PatientName": "Doe^Jane", "PatientID": "MRN12345", "PatientBirthDate": "19610417",
        "AccessionNumber": "ACC98765"}
 
+#: the model identity the written objects name
+MODEL = {"model_name": "medic-ad-tiny", "model_version": "0.1.0",
+         "checkpoint_digest": "sha256:" + "0123456789abcdef" * 4}
+
 
 def make_ct_series(template: Path, n: int, *, study_date: str = "20240105", study_uid: str | None = None,
                    modality: str = "CT") -> list[pydicom.Dataset]:
@@ -60,3 +64,8 @@ def heatmaps_for(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     maps = [np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.05) for cy, cx in rng.uniform(0.2, 0.8, (n, 2))]
     return np.stack(maps).astype(np.float32)
+
+
+def make_study_pair(template: Path, n: int = 3) -> tuple[list[pydicom.Dataset], list[pydicom.Dataset]]:
+    """A prior and a current CT study of the same patient, a year apart."""
+    return make_ct_series(template, n, study_date="20230110"), make_ct_series(template, n, study_date="20240105")

@@ -8,8 +8,7 @@ import warnings
 
 import pydicom
 import pytest
-from conftest import MODEL
-from ct_series import PHI
+from ct_series import MODEL, PHI
 
 from medic_ad.dicom_out import write_study_objects
 

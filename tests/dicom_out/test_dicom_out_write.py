@@ -6,7 +6,7 @@ import os
 
 import pydicom
 import pytest
-from conftest import MODEL
+from ct_series import MODEL
 
 from medic_ad.dicom_out import object_path, write_study_objects
 from medic_ad.dicom_out import write as write_module
