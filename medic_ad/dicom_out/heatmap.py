@@ -50,6 +50,10 @@ def build_heatmap_object(result: StudyResult, sources: Sequence[pydicom.Dataset]
                          algorithm: Algorithm) -> hd.pm.ParametricMap:
     """The Parametric Map of ``result.heatmaps`` over the scored slices of ``sources``."""
     check_sources(sources, result.study_uid, result.series_uid)
+    if "FrameOfReferenceUID" not in sources[0]:
+        # the Parametric Map IOD requires one; projection radiographs often have none
+        raise ValueError(f"series {result.series_uid} has no Frame of Reference UID: no Parametric Map can "
+                         "reference it (write its SR and overlay without heatmaps)")
     frames, slices = heatmap_frames(result, sources)
     mapping = hd.pm.RealWorldValueMapping(
         lut_label="anomaly",

@@ -9,7 +9,9 @@ Conventions (IHE AI Results, as MONAI Deploy's SR writer follows them):
 - the model's answer is free text, so it goes where TID 1500 allows TEXT: a "Qualitative
   Evaluations" container at the root, as an "Impression";
 - VerificationFlag UNVERIFIED, CompletionFlag COMPLETE and "research use only" in SeriesDescription;
-  the evidence lists every source instance, so the SR references the source series.
+  the evidence lists every source instance, so the SR references the source series;
+- no image library (TID 1600): its descriptors require attributes a projection radiograph often
+  lacks (PatientOrientation), and the key slice is referenced by the measurement group anyway.
 """
 
 from __future__ import annotations
@@ -77,7 +79,6 @@ def build_sr(result: StudyResult, sources: Sequence[pydicom.Dataset], algorithm:
         observation_context=context,
         procedure_reported=codes.SCT.ImagingProcedure,
         imaging_measurements=[group],
-        referenced_images=[key],
     )
     if result.answer:
         evaluations = hd.sr.ContainerContentItem(name=QUALITATIVE_EVALUATIONS,

@@ -50,3 +50,15 @@ def test_a_failed_write_leaves_no_partial_file(ct_series, study_result, tmp_path
     with pytest.raises(OSError):
         write_study_objects(study_result, ct_series, tmp_path, heatmaps=True, **MODEL)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_projection_image_gets_sr_and_overlay_but_no_parametric_map(ct_series, study_result, tmp_path):
+    """A radiograph has no Frame of Reference: the Parametric Map is refused by name, the rest is written."""
+    for ds in ct_series:
+        for keyword in ("FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient", "SliceLocation"):
+            delattr(ds, keyword)
+        ds.Modality = "DX"
+    with pytest.raises(ValueError, match="no Frame of Reference"):
+        write_study_objects(study_result, ct_series, tmp_path, heatmaps=True, **MODEL)
+    paths = write_study_objects(study_result, ct_series, tmp_path, heatmaps=False, overlay=True, **MODEL)
+    assert [p.name.split(".")[-2] for p in paths] == ["sr", "overlay"]
