@@ -110,7 +110,8 @@ def test_parametric_map_references_source_and_holds_heatmap(ct_series, study_res
     assert not by_sop
 
     mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
-    assert (mapping.DoubleFloatRealWorldValueFirstValueMapped, mapping.DoubleFloatRealWorldValueLastValueMapped) == (0, 1)
+    first, last = mapping.DoubleFloatRealWorldValueFirstValueMapped, mapping.DoubleFloatRealWorldValueLastValueMapped
+    assert (first, last) == (0, 1)
     assert (mapping.RealWorldValueSlope, mapping.RealWorldValueIntercept) == (1, 0)
     assert hd.pm.ParametricMap.from_dataset(pm).SOPInstanceUID == pm.SOPInstanceUID
 

@@ -65,7 +65,7 @@ def test_stored_results_reference_the_right_series(pair, dicomweb_url, tmp_path,
     client = DicomWebClient(dicomweb_url)
     study_uid = current[0].StudyInstanceUID
     folder = client.retrieve_study(study_uid, tmp_path / "in")
-    sources = sorted((pydicom.dcmread(p) for p in folder.rglob("*.dcm")), key=lambda d: float(d.ImagePositionPatient[2]))
+    sources = sorted(map(pydicom.dcmread, folder.rglob("*.dcm")), key=lambda d: float(d.ImagePositionPatient[2]))
     result = StudyResult(study_uid=study_uid, series_uid=sources[0].SeriesInstanceUID, n_slices=len(sources),
                          score=0.9, abnormal=True, key_slice_index=1, key_sop_uid=sources[1].SOPInstanceUID,
                          answer="Yes.", slice_indices=[0, 1, 2], slice_scores=[0.2, 0.9, 0.5],
