@@ -1,0 +1,63 @@
+"""What every object medic-ad writes shares: who made it, how its UIDs are chosen, what a source must hold.
+
+UIDs are derived from the source series, the checkpoint digest and the object's kind, so writing a
+study twice with one checkpoint gives the same SOP Instance UIDs: a rerun replaces its objects in a
+PACS instead of adding copies.
+
+Error messages here name a position in the series or an attribute keyword, never an attribute value
+(the sources carry patient fields).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import pydicom
+from pydicom.uid import generate_uid
+
+__all__ = ["MANUFACTURER", "RESEARCH_ONLY", "SERIES_NUMBERS", "Algorithm", "check_sources", "derived_uid",
+           "series_description"]
+
+MANUFACTURER = "medic-ad"
+RESEARCH_ONLY = "research use only"
+#: series numbers of the objects in their study, far above any scanner's so they sort after the images
+SERIES_NUMBERS = {"sr": 9901, "heatmap": 9902, "overlay": 9903}
+
+# attributes a writer reads from every source slice
+_REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality")
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """The model that produced a result, as every object names it."""
+
+    name: str
+    version: str
+    checkpoint_digest: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+def derived_uid(algorithm: Algorithm, series_uid: str, kind: str) -> str:
+    """A UID fixed by the source series, the checkpoint and the kind of object (``sr``, ``heatmap``, ...)."""
+    return generate_uid(entropy_srcs=["medic-ad", algorithm.checkpoint_digest, series_uid, kind])
+
+
+def series_description(kind: str) -> str:
+    """SeriesDescription (LO, 64 characters at most): what the object is and that it is for research only."""
+    return f"MEDIC-AD {kind} - {RESEARCH_ONLY}"
+
+
+def check_sources(sources: Sequence[pydicom.Dataset], study_uid: str, series_uid: str) -> None:
+    """Raise ``ValueError`` unless ``sources`` is one non-empty series of the result's study."""
+    if not sources:
+        raise ValueError("no source slices were given")
+    for i, ds in enumerate(sources):
+        for keyword in _REQUIRED:
+            if keyword not in ds:
+                raise ValueError(f"source slice {i} has no {keyword}")
+        if ds.StudyInstanceUID != study_uid or ds.SeriesInstanceUID != series_uid:
+            raise ValueError(f"source slice {i} is not in the result's study {study_uid} / series {series_uid}")

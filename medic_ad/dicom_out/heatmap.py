@@ -1,0 +1,83 @@
+"""The study's heatmap as a Parametric Map: one float frame per scored slice, on that slice's plane.
+
+A Parametric Map rather than a fractional SEG because the heatmap is a quantity (the model's anomaly
+evidence in [0, 1]), not a probability of belonging to a segment, and a PM stores it as 32-bit
+floats without quantising. Each frame is resampled (bilinear) to its source slice's matrix, so the
+frame takes that slice's position, orientation and pixel spacing, and its derivation references the
+slice's SOP instance; the object's ReferencedSeriesSequence names the source series.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+
+from medic_ad.dicom_out.common import (MANUFACTURER, SERIES_NUMBERS, Algorithm, check_sources, derived_uid,
+                                       series_description)
+from medic_ad.serve.overlay import resize_map
+from medic_ad.studies.result import StudyResult
+
+__all__ = ["HEATMAP_LABEL", "build_heatmap_object", "heatmap_frames"]
+
+HEATMAP_LABEL = "MEDICAD_HEATMAP"  # CS, 16 characters at most
+
+
+def heatmap_frames(result: StudyResult, sources: Sequence[pydicom.Dataset]) -> tuple[np.ndarray, list[pydicom.Dataset]]:
+    """The heatmaps resampled to their slices' matrices, (n, Rows, Columns) float32, and those slices."""
+    heat = result.heatmaps
+    if heat is None:
+        raise ValueError(f"study {result.study_uid} has no heatmaps")
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim != 3 or heat.shape[0] != len(result.slice_indices):
+        raise ValueError(f"heatmaps of shape {heat.shape} do not match {len(result.slice_indices)} scored slices")
+    if not np.isfinite(heat).all():
+        raise ValueError("heatmaps hold NaN or infinite values")
+    slices = []
+    for i in result.slice_indices:
+        if not 0 <= i < len(sources):
+            raise ValueError(f"scored slice index {i} is outside the series' {len(sources)} slices")
+        slices.append(sources[i])
+    frames = np.stack([np.clip(resize_map(h, (int(ds.Rows), int(ds.Columns))), 0.0, 1.0)
+                       for h, ds in zip(heat, slices)]).astype(np.float32)
+    return frames, slices
+
+
+def build_heatmap_object(result: StudyResult, sources: Sequence[pydicom.Dataset],
+                         algorithm: Algorithm) -> hd.pm.ParametricMap:
+    """The Parametric Map of ``result.heatmaps`` over the scored slices of ``sources``."""
+    check_sources(sources, result.study_uid, result.series_uid)
+    if "FrameOfReferenceUID" not in sources[0]:
+        # the Parametric Map IOD requires one; projection radiographs often have none
+        raise ValueError(f"series {result.series_uid} has no Frame of Reference UID: no Parametric Map can "
+                         "reference it (write its SR and overlay without heatmaps)")
+    frames, slices = heatmap_frames(result, sources)
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label="anomaly",
+        lut_explanation=f"{algorithm.label} anomaly heatmap",
+        unit=codes.UCUM.NoUnits,
+        value_range=(0.0, 1.0),
+        slope=1.0,
+        intercept=0.0,
+    )
+    return hd.pm.ParametricMap(
+        source_images=slices,
+        pixel_array=frames,
+        series_instance_uid=derived_uid(algorithm, result.series_uid, "heatmap-series"),
+        series_number=SERIES_NUMBERS["heatmap"],
+        sop_instance_uid=derived_uid(algorithm, result.series_uid, "heatmap"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=algorithm.label,
+        software_versions=algorithm.version,
+        device_serial_number=algorithm.checkpoint_digest[:64],
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
+        content_label=HEATMAP_LABEL,
+        content_description=f"{algorithm.label} heatmap",
+        series_description=series_description("heatmap"),
+    )
