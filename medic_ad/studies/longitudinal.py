@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from medic_ad.serve.sanity import SanityError, check_pair
 from medic_ad.studies.dataset import decode_slice
 from medic_ad.studies.series import Series
 
@@ -111,6 +112,11 @@ def compare_pairs(model: "MedicalVLM", pairs: Sequence[Pair], key_slices: dict[t
             prior = decode_slice(pair.prior, pair.prior.slices[prior_index], window)
         except (OSError, ValueError) as exc:
             row["reason"] = f"cannot read a compared slice ({type(exc).__name__})"
+            continue
+        try:
+            check_pair(prior, current)
+        except SanityError as exc:  # its message names codes only (modality, orientation)
+            row["reason"] = exc.message
             continue
         ready.append((row, prior, current))
     for start in range(0, len(ready), batch_size):

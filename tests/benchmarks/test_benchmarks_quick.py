@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import common, flops  # noqa: E402
 
-BENCHMARKS = ("overhead", "prefill_vs_generate", "data_path", "train_step")
+BENCHMARKS = ("overhead", "prefill_vs_generate", "data_path", "train_step", "predict_throughput")
 HANG_GUARD_S = 600  # not a speed check: only stops a hung subprocess from stalling the suite
 
 
@@ -107,6 +107,13 @@ def test_train_step_reports_every_stage(quick_run):
         assert all(math.isfinite(x) for x in stage["losses"])
         assert stage["peak_rss_mib"] is None or stage["peak_rss_mib"] > 0
     assert r["stage_3"]["trainable_params"] < r["stage_1"]["trainable_params"]  # decoder only vs modules + LoRA
+
+
+def test_predict_throughput_reports_the_ratio(quick_run):
+    r = json.loads((quick_run[0] / "predict_throughput.json").read_text())["results"]
+    assert set(r["studies_per_s"]) == {"model_alone", "predict_job"}
+    assert all(_finite(v) and v > 0 for v in r["studies_per_s"].values())
+    assert _finite(r["ratio_predict_over_model"]["median"])
 
 
 def test_readme_table_rewritten_between_markers(quick_run):
