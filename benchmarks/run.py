@@ -29,7 +29,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from benchmarks import common  # noqa: E402
 
-BENCHMARKS = ("overhead", "prefill_vs_generate", "data_path", "train_step", "one_pass")
+BENCHMARKS = ("overhead", "prefill_vs_generate", "data_path", "train_step", "one_pass", "predict_throughput")
 
 
 def _module(name: str):

@@ -12,6 +12,7 @@ _COMMANDS = [
     "medic_ad.cli.data",
     "medic_ad.cli.train",
     "medic_ad.cli.demo",
+    "medic_ad.cli.answer",
     "medic_ad.cli.predict",
     "medic_ad.cli.serve",
     "medic_ad.cli.eval",

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import common, flops  # noqa: E402
 
-BENCHMARKS = ("overhead", "prefill_vs_generate", "data_path", "train_step")
+BENCHMARKS = ("overhead", "prefill_vs_generate", "data_path", "train_step", "one_pass", "predict_throughput")
 HANG_GUARD_S = 600  # not a speed check: only stops a hung subprocess from stalling the suite
 
 
@@ -109,6 +109,13 @@ def test_train_step_reports_every_stage(quick_run):
     assert r["stage_3"]["trainable_params"] < r["stage_1"]["trainable_params"]  # decoder only vs modules + LoRA
 
 
+def test_predict_throughput_reports_the_ratio(quick_run):
+    r = json.loads((quick_run[0] / "predict_throughput.json").read_text())["results"]
+    assert set(r["studies_per_s"]) == {"model_alone", "predict_job"}
+    assert all(_finite(v) and v > 0 for v in r["studies_per_s"].values())
+    assert _finite(r["ratio_predict_over_model"]["median"])
+
+
 def test_readme_table_rewritten_between_markers(quick_run):
     out, readme, _ = quick_run
     text = readme.read_text()
@@ -175,3 +182,10 @@ def test_timing_helpers():
     st = common.stats([1.0, 2.0, 3.0, 4.0])
     assert st["median_s"] == 2.5 and st["q1_s"] <= 2.5 <= st["q3_s"]
     assert common.paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])["median"] == 2.0
+
+
+def test_one_pass_counts_one_vision_pass_per_request(quick_run):
+    r = json.loads((quick_run[0] / "one_pass.json").read_text())["results"]
+    assert r["vision_passes"] == {"detect": 1, "explain": 1, "detect_then_explain": 2, "compare": 1,
+                                  "compare_then_maps": 2}
+    assert all(_finite(v["median"]) for v in r["ratios"].values())

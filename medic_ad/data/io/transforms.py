@@ -11,6 +11,8 @@ whichever format the pixels came from:
   already in [0, 1], else min-max scaled.
 * :func:`voi_window` is the DICOM window centre/width (LINEAR, LINEAR_EXACT, SIGMOID);
   :func:`percentile_window` the NIfTI slice window.
+* :data:`CT_WINDOWS` names the usual CT Hounsfield windows; :func:`parse_window` turns a name or
+  ``C/W`` text into a (low, high) window.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = [
+    "CT_WINDOWS",
     "apply_window",
     "collapse_grey",
     "default_scale",
@@ -27,6 +30,7 @@ __all__ = [
     "float_scale",
     "integer_scale",
     "min_max",
+    "parse_window",
     "percentile_window",
     "scale_intensity",
     "voi_window",
@@ -41,6 +45,34 @@ def window_from_center_width(center: float, width: float) -> Window:
     if width <= 0:
         raise ValueError(f"window width must be positive, got {width}")
     return (center - width / 2.0, center + width / 2.0)
+
+
+#: CT windows by name, as (centre, width) in Hounsfield units
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "brain": (40.0, 80.0),
+    "subdural": (75.0, 215.0),
+    "stroke": (40.0, 40.0),
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "abdomen": (40.0, 400.0),
+    "liver": (60.0, 160.0),
+    "bone": (400.0, 1800.0),
+}
+
+
+def parse_window(text: str) -> Window:
+    """(low, high) of a window named in :data:`CT_WINDOWS` (``"lung"``) or given as ``"C/W"`` (``"40/80"``)."""
+    spec = str(text).strip().lower()
+    if spec in CT_WINDOWS:
+        return window_from_center_width(*CT_WINDOWS[spec])
+    center, sep, width = spec.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return window_from_center_width(float(center), float(width))
+    except ValueError:
+        names = ", ".join(sorted(CT_WINDOWS))
+        raise ValueError(f"window {text!r}: give a name ({names}) or centre/width such as 40/80") from None
 
 
 def apply_window(raw: np.ndarray, window: Window) -> np.ndarray:
