@@ -74,7 +74,7 @@ def run(*, quick: bool, log: Callable[[str], None], repeats: int | None = None) 
         common.summary_row("vision passes: compare (two studies)", passes["compare"], "calls"),
     ]
     return {"config": {"size": size.name, "warmup": warmup, "repeats": repeats},
-            "input": {"image_size": size.image_size, "batch": 1, "images": 1, "pairs": 1},
+            "input": {"image_size": [size.image_size, size.image_size], "batch": 1, "images": 1, "pairs": 1},
             "results": {"vision_passes": passes, "timing": common.all_stats(samples),
                         "ratios": {"explain_over_detect": ratio, "two_calls_over_explain": two_call,
                                    "compare_then_maps_over_compare": compare_two}},
