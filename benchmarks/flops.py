@@ -120,6 +120,19 @@ def vision_patch_weights(v: VisionShape) -> int:
     return 3 * v.temporal_patch * v.patch * v.patch * v.hidden
 
 
+def backbone_params(t: TextShape, v: VisionShape) -> int:
+    """Every parameter of a Qwen2.5-VL (untied embedding and LM head, q/k/v biases, RMSNorm weights; the
+    vision MLP and merger with biases, the patch embedding without), as transformers builds it."""
+    kv = t.kv_heads * t.head_dim
+    llm = 2 * t.vocab * t.hidden + llm_layer_weights(t) + t.layers * (t.heads * t.head_dim + 2 * kv + 2 * t.hidden) \
+        + t.hidden
+    d, i = v.hidden, v.intermediate
+    block = vision_block_weights(v) + 3 * d + d + 2 * i + d + 2 * d  # qkv, proj, gate/up, down biases; 2 norms
+    wide = d * v.merge * v.merge
+    merger = vision_merger_weights(v) + wide + v.out_hidden + d  # two biases, ln_q
+    return llm + v.depth * block + merger + vision_patch_weights(v)
+
+
 # ------------------------------------------------------------------------------------------------ vision
 def window_segments(grid_h: int, grid_w: int, v: VisionShape) -> list[int]:
     """Patch counts of the attention windows of one image (as ``get_vision_window_index`` cuts them)."""
@@ -177,15 +190,19 @@ def prefill_flops(*, tokens: int, grids: list[tuple[int, int]], text: TextShape,
 
 
 def stage1_train_flops(*, tokens: int, grids: list[tuple[int, int]], text: TextShape, vision: VisionShape,
-                       prompts: int, prompt_blocks: list[int], lora_r: int) -> dict[str, float]:
-    """One sample's stage-1 training step in model FLOPs (module docstring), recompute excluded."""
+                       prompts: int, prompt_blocks: list[int], lora_r: int,
+                       supervised: int | None = None) -> dict[str, float]:
+    """One sample's stage-1 training step in model FLOPs (module docstring), recompute excluded.
+
+    ``supervised``: LM-head rows (MEDIC-AD computes logits at the supervised positions only); None
+    counts a row per token."""
     first = min(prompt_blocks) if prompt_blocks else vision.depth
     fwd_v = bwd_v = 0.0
     for h, w in grids:
         f = vision_flops(h, w, vision, prompts=prompts, split_at=first)
         fwd_v += f["total"]
         bwd_v += f["grad_linear"] + 2.0 * f["grad_attention"]
-    llm = llm_flops(tokens, text, logits_rows=tokens, lora_r=lora_r)
+    llm = llm_flops(tokens, text, logits_rows=tokens if supervised is None else supervised, lora_r=lora_r)
     fwd_l = llm["total"]
     bwd_l = llm["linear"] + llm["lm_head"] + 2.0 * llm["attention"] + 2.0 * llm["lora"]
     return {"forward": fwd_v + fwd_l, "backward": bwd_v + bwd_l, "total": fwd_v + fwd_l + bwd_v + bwd_l,

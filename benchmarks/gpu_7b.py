@@ -273,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         batch = {k: v.to(device) for k, v in model.prepare(examples, with_answers=True).items()}
         tokens = batch["attention_mask"].sum(1).tolist()
         grids = [(int(h), int(w)) for _, h, w in batch["image_grid_thw"].tolist()]
+        supervised = (batch["labels"][:, 1:] != -100).sum(1).tolist()  # the LM head's rows (MedicAD.forward)
         step_flops = sum(flops.stage1_train_flops(tokens=int(t), grids=[g], text=text, vision=vision,
                                                   prompts=n_prompts, prompt_blocks=list(model.prompt_layers),
-                                                  lora_r=model.config.lora_r)["total"] for t, g in zip(tokens, grids))
+                                                  lora_r=model.config.lora_r, supervised=int(s))["total"]
+                         for t, g, s in zip(tokens, grids, supervised))
         losses: list[float] = []
 
         def step() -> None:

@@ -20,6 +20,9 @@ from medic_ad.data.templates import ChatExample, Task, make_example
 
 LABEL_IDS = {"normal": 0, "abnormal": 1}
 UNKNOWN = -1
+# Sample.meta key of a per-source image-size cap, (min_pixels, max_pixels): set by the training mixture
+# (``training.memory.apply_pixel_caps``) and handed to the processor image by image.
+PIXEL_CAP = "pixel_cap"
 
 
 class Processor(Protocol):
@@ -31,7 +34,7 @@ class Processor(Protocol):
     patch_size: int
 
     def __call__(self, examples: Sequence[ChatExample], *, use_diff: bool = True,
-                 with_answers: bool = False) -> dict[str, torch.Tensor]: ...
+                 with_answers: bool = False, pixel_caps=None) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass
@@ -66,7 +69,9 @@ class Collator:
                 labels.append(LABEL_IDS.get(sample.label, UNKNOWN) if not sample.is_pair else UNKNOWN)
             if sample.is_pair and sample.label is not None:
                 labels[-1] = LABEL_IDS[sample.label]
-        batch: dict[str, object] = dict(self.processor(examples, use_diff=self.use_diff, with_answers=True))
+        caps = [sample.meta.get(PIXEL_CAP) for sample in samples]
+        batch: dict[str, object] = dict(self.processor(examples, use_diff=self.use_diff, with_answers=True,
+                                                       pixel_caps=caps if any(caps) else None))
         if self.with_masks:
             grids = batch["image_grid_thw"]
             patch = self.processor.patch_size

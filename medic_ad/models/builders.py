@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
@@ -73,13 +74,21 @@ def build_heatmap_decoder(config: MedicADConfig, *, vision_dim: int, llm_dim: in
 
 
 def inject_lora(config: MedicADConfig, model: nn.Module) -> None:
-    """LoRA (peft) on the LLM's attention and MLP projections only, in place (HF keys stay put)."""
+    """LoRA (peft) on the LLM's attention and MLP projections only, in place (HF keys stay put).
+
+    The LoRA rows are float32 whatever the backbone's dtype (peft makes them in the base layer's): they
+    are trained, and a bf16 weight loses AdamW updates smaller than one bf16 step. peft casts the
+    input to the adapter's dtype and the result back, so a bf16 backbone runs with them as it is.
+    """
     if config.llm_adaptation != "lora":
         return
     pattern = r".*language_model\.layers\.\d+\.(self_attn|mlp)\.(" + "|".join(config.lora_targets) + ")"
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=pattern, bias="none")
     inject_adapter_in_model(lora, model)
+    for name, param in model.named_parameters():
+        if "lora_" in name and param.dtype != torch.float32:
+            param.data = param.data.float()
 
 
 def build_medic_ad(backbone: Backbone, config: MedicADConfig) -> "MedicAD":

@@ -58,7 +58,7 @@ def save_checkpoint(model: "MedicAD", directory: str | Path, *, save_backbone: b
         save_file(model.module_state_dict(), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         meta = {"format_version": FORMAT_VERSION, "backbone": backbone_ref,
                 "backbone_fingerprint": backbone_fingerprint(model.backbone), "stage": model.stage,
-                "config": model.config.to_dict(), **(extra or {})}
+                "config": model.config.to_dict(), "pixel_cap": list(model.processor.pixel_cap), **(extra or {})}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         replace_dir(tmp, directory)
     except BaseException:
@@ -68,8 +68,9 @@ def save_checkpoint(model: "MedicAD", directory: str | Path, *, save_backbone: b
 
 
 def load_checkpoint(directory: str | Path, *, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
-                    merge_lora: bool = False) -> "MedicAD":
-    """The model saved by :func:`save_checkpoint` (exact round trip), in eval mode at its saved stage.
+                    merge_lora: bool = False, attn_implementation: str = "sdpa") -> "MedicAD":
+    """The model saved by :func:`save_checkpoint` (exact round trip), in eval mode at its saved stage,
+    with the image-size cap it was trained with (``pixel_cap``; older checkpoints keep the backbone's).
 
     ``merge_lora=True`` folds LoRA into the weights (inference only).
     """
@@ -84,7 +85,9 @@ def load_checkpoint(directory: str | Path, *, device: str = "cpu", dtype: str | 
         config = MedicADConfig.from_dict(meta["config"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{directory / CONFIG_FILE}: invalid config ({exc})") from None
-    backbone = load_backbone(backbone_path, dtype=dtype, device=device)
+    backbone = load_backbone(backbone_path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+    if meta.get("pixel_cap") is not None:
+        backbone.processor.set_pixel_cap(*meta["pixel_cap"])
     expected = meta.get("backbone_fingerprint")  # checkpoints without one cannot be checked
     if expected is not None and backbone_fingerprint(backbone.model) != expected:
         raise ValueError(

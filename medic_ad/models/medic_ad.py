@@ -35,7 +35,9 @@ from medic_ad.models.components.qformer import group_indices
 from medic_ad.models.config import MedicADConfig
 from medic_ad.models.decoding import ChoiceAnswers, generate_choice
 from medic_ad.models.interface import Choice, MedicalVLM, load_pil, register_model
-from medic_ad.models.qwen2_5_vl.backbone import Backbone, VisionFeatures, VisionTap, load_backbone
+from medic_ad.models.qwen2_5_vl.backbone import (Backbone, VisionFeatures, VisionTap, check_attn_implementation,
+                                                 load_backbone)
+from medic_ad.models.qwen2_5_vl.processing import IGNORE_INDEX
 from medic_ad.models.qwen2_5_vl.tiny import TinyBackboneConfig, build_tiny_qwen2_5_vl
 
 __all__ = ["HEATMAP_PIXELS_PER_CALL", "MedicAD", "MedicADOutput"]
@@ -104,11 +106,13 @@ class MedicAD(nn.Module, MedicalVLM):
 
     # ------------------------------------------------------------------ construction and files
     @classmethod
-    def tiny(cls, seed: int = 0, *, backbone: TinyBackboneConfig | None = None, **overrides: Any) -> "MedicAD":
+    def tiny(cls, seed: int = 0, *, backbone: TinyBackboneConfig | None = None, attn_implementation: str = "sdpa",
+             **overrides: Any) -> "MedicAD":
         """Offline MEDIC-AD on a random tiny Qwen2.5-VL (tests, demo)."""
         from medic_ad.models.builders import build_medic_ad
 
         model, processor = build_tiny_qwen2_5_vl(backbone, seed=seed)
+        model.set_attn_implementation(check_attn_implementation(attn_implementation))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
             return build_medic_ad(Backbone(model=model, processor=processor, source="tiny"),
@@ -117,12 +121,12 @@ class MedicAD(nn.Module, MedicalVLM):
     @classmethod
     def from_backbone(
         cls, path: str | Path, *, config: MedicADConfig | None = None, dtype: str | torch.dtype | None = "auto",
-        device: str = "cpu", seed: int = 0,
+        device: str = "cpu", seed: int = 0, attn_implementation: str = "sdpa",
     ) -> "MedicAD":
         """Fresh MEDIC-AD modules on a local Qwen2.5-VL-architecture folder (e.g. Lingshu-7B)."""
         from medic_ad.models.builders import build_medic_ad
 
-        backbone = load_backbone(path, dtype=dtype, device=device)
+        backbone = load_backbone(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_medic_ad(backbone, config or MedicADConfig())
@@ -130,12 +134,14 @@ class MedicAD(nn.Module, MedicalVLM):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str = "cpu",
-                        dtype: str | torch.dtype | None = "auto", merge_lora: bool = False) -> "MedicAD":
+                        dtype: str | torch.dtype | None = "auto", merge_lora: bool = False,
+                        attn_implementation: str = "sdpa") -> "MedicAD":
         """Load a folder written by :meth:`save_pretrained` (safetensors only, exact round trip).
 
         ``merge_lora=True`` folds LoRA into the weights (:meth:`merge_lora`): for inference only.
         """
-        return load_checkpoint(directory, device=device, dtype=dtype, merge_lora=merge_lora)
+        return load_checkpoint(directory, device=device, dtype=dtype, merge_lora=merge_lora,
+                               attn_implementation=attn_implementation)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", dtype: Any = "auto") -> "MedicAD":
@@ -266,19 +272,34 @@ class MedicAD(nn.Module, MedicalVLM):
         if compute_lm:
             input_ids = input_ids.to(device)
             embeds = self.build_inputs_embeds(input_ids, ano_tokens, diff_tokens)
-            lm = self.backbone(
+            inputs = dict(
                 input_ids=input_ids,
                 inputs_embeds=embeds,
                 attention_mask=attention_mask.to(device),
                 mm_token_type_ids=mm_token_type_ids.to(device),
                 image_grid_thw=image_grid_thw.to(device),
                 mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=tuple(feats.projected))},
-                labels=None if labels is None else labels.to(device),
-                logits_to_keep=logits_to_keep,
                 use_cache=False,
             )
-            out.loss, out.logits = lm.loss, lm.logits
+            if labels is None:
+                out.logits = self.backbone(**inputs, logits_to_keep=logits_to_keep).logits
+            else:
+                out.loss = self.supervised_lm_loss(self.backbone.model(**inputs).last_hidden_state, labels.to(device))
         return out
+
+    def supervised_lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy with the LM head applied only where a label is supervised.
+
+        The loss of the backbone's own ``labels=`` path (logits ``[:, :-1]`` against labels ``[:, 1:]``,
+        mean over the positions that are not ``IGNORE_INDEX``), without its (batch, seq, vocab) logits:
+        at the 7B shape those are 152k floats for every image token although only answer tokens are
+        scored. ``logits`` stays None on this path.
+        """
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        rows = hidden[:, :-1][keep]
+        logits = self.backbone.get_output_embeddings()(rows).float()
+        return F.cross_entropy(logits, targets[keep])
 
     def unpatchify(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> list[torch.Tensor]:
         """The processed images (C, H, W) back from Qwen2.5-VL's packed patch rows (first temporal frame).

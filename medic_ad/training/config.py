@@ -45,6 +45,9 @@ class DataSource:
     label: str | None = None
     caption: str | None = None  # stage 0: the modality asked about (e.g. "brain MRI")
     options: dict[str, Any] = field(default_factory=dict)
+    # image-size cap of this source's images (None: the run's image_min_pixels / image_max_pixels)
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
 
 @dataclass
@@ -98,6 +101,15 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     num_threads: int | None = None
+    # --- memory and precision (docs/training.md, "Memory and dry run")
+    # Default image-size cap of every image (None: the backbone processor's own); written into the
+    # stage's checkpoint, so inference resizes as training did. Sources may set their own.
+    image_min_pixels: int | None = None
+    image_max_pixels: int | None = None
+    # fp32 | bf16-frozen (frozen backbone weights bf16, trained weights and optimizer state fp32; it
+    # implies mixed_precision bf16, the autocast its matmuls run under)
+    precision: str = "fp32"
+    attn_implementation: str = "sdpa"  # sdpa | flash_attention_2 | eager
 
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2, 3):
@@ -108,6 +120,38 @@ class TrainConfig:
             raise ValueError("the config's data mixture is empty")
         if self.optim.max_steps < 1 or self.optim.batch_size < 1:
             raise ValueError("optim.max_steps and optim.batch_size must be ≥ 1")
+        self._check_memory_keys()
+
+    def _check_memory_keys(self) -> None:
+        from medic_ad.models.precision import check_precision
+        from medic_ad.models.qwen2_5_vl.backbone import ATTN_IMPLEMENTATIONS
+
+        check_precision(self.precision)
+        if self.precision == "bf16-frozen":
+            if self.mixed_precision == "fp16":
+                raise ValueError("precision bf16-frozen runs its matmuls under bf16 autocast; mixed_precision fp16 "
+                                 "does not go with it (use bf16 or no)")
+            self.mixed_precision = "bf16"
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, "
+                             f"got {self.attn_implementation!r}")
+        for where, low, high in [("", self.image_min_pixels, self.image_max_pixels)] + [
+                (f"data.{i}.", s.min_pixels, s.max_pixels) for i, s in enumerate(self.data)]:
+            for key, value in (("min_pixels", low), ("max_pixels", high)):
+                if value is not None and (not isinstance(value, int) or value < 28 * 28):
+                    prefix = where or "image_"
+                    raise ValueError(f"config key {prefix}{key} must be an integer ≥ 784 (one 28×28 image token), "
+                                     f"got {value!r}")
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"config: {where or 'image_'}min_pixels {low} is above max_pixels {high}")
+
+    def pixel_cap(self, source: DataSource | None = None) -> tuple[int | None, int | None]:
+        """(min_pixels, max_pixels) for ``source``'s images: its own, else the run's (None: the backbone's)."""
+        low, high = self.image_min_pixels, self.image_max_pixels
+        if source is not None:
+            low = source.min_pixels if source.min_pixels is not None else low
+            high = source.max_pixels if source.max_pixels is not None else high
+        return low, high
 
 
 def _expand(value: Any, datasets: str = DEFAULT_DATASETS) -> Any:

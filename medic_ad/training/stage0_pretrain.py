@@ -34,6 +34,7 @@ from medic_ad.models.qwen2_5_vl.backbone import Backbone, VisionTap, load_backbo
 from medic_ad.models.qwen2_5_vl.tiny import TinyBackboneConfig, build_tiny_qwen2_5_vl
 from medic_ad.training.config import TrainConfig
 from medic_ad.training.loop import TrainResult, run_training
+from medic_ad.training.memory import apply_memory_policy, apply_pixel_caps
 from medic_ad.training.mixture import build_sampler
 from medic_ad.training.stages import model_inputs
 
@@ -131,11 +132,12 @@ def build(cfg: TrainConfig) -> BackbonePretrainer:
     paste_prob = float(opts.pop("paste_prob", 0.5))
     if cfg.input_checkpoint == "tiny":
         model, processor = build_tiny_qwen2_5_vl(TinyBackboneConfig(**opts), seed=cfg.seed)
+        model.set_attn_implementation(cfg.attn_implementation)
         backbone = Backbone(model=model, processor=processor, source="tiny")
     else:
         if opts:
             raise ValueError(f"stage 0 from a backbone folder takes no model options, got {sorted(opts)}")
-        backbone = load_backbone(cfg.input_checkpoint, dtype="float32")
+        backbone = load_backbone(cfg.input_checkpoint, dtype="float32", attn_implementation=cfg.attn_implementation)
     for p in backbone.model.parameters():
         p.requires_grad_(True)
     backbone.model.get_input_embeddings().weight.requires_grad_(True)
@@ -151,6 +153,8 @@ def main(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
         model.model.gradient_checkpointing_enable()
     base_collate = Collator(model.processor, use_diff=False, with_masks=True)
     sampler = build_sampler(cfg)
+    apply_pixel_caps(sampler, cfg, model.processor)
+    apply_memory_policy(cfg, model, backbone=model.model)
 
     def collate(samples, tasks):
         return base_collate([cut_paste(s, prob=model.paste_prob) for s in samples], tasks)

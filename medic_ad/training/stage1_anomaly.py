@@ -14,9 +14,11 @@ from medic_ad.data.collator import Collator
 from medic_ad.models.config import MedicADConfig
 from medic_ad.models.checkpoint import CONFIG_FILE
 from medic_ad.models.medic_ad import MedicAD
+from medic_ad.models.precision import frozen_dtype
 from medic_ad.training.config import TrainConfig
 from medic_ad.training.loop import TrainResult, run_training
 from medic_ad.training.losses import anomaly_map_loss
+from medic_ad.training.memory import apply_memory_policy, apply_pixel_caps
 from medic_ad.training.mixture import build_sampler
 from medic_ad.training.stages import lm_loss, model_inputs
 
@@ -24,10 +26,12 @@ from medic_ad.training.stages import lm_loss, model_inputs
 def build(cfg: TrainConfig) -> MedicAD:
     src = cfg.input_checkpoint
     if src == "tiny":
-        return MedicAD.tiny(seed=cfg.seed, **cfg.model)
+        return MedicAD.tiny(seed=cfg.seed, attn_implementation=cfg.attn_implementation, **cfg.model)
     if (Path(src) / CONFIG_FILE).is_file():
         raise ValueError(f"stage 1 starts from a Qwen2.5-VL backbone folder; {src} is already a MEDIC-AD checkpoint")
-    return MedicAD.from_backbone(src, config=MedicADConfig(**cfg.model), dtype="float32", seed=cfg.seed)
+    # read in the policy's frozen dtype: bf16-frozen never holds the backbone in float32, in host RAM or after
+    return MedicAD.from_backbone(src, config=MedicADConfig(**cfg.model), dtype=frozen_dtype(cfg.precision),
+                                 seed=cfg.seed, attn_implementation=cfg.attn_implementation)
 
 
 def main(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
@@ -36,10 +40,12 @@ def main(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model = build(cfg)
     model.set_stage(1)
+    apply_memory_policy(cfg, model, backbone=model.backbone)
     if cfg.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable()
     collate = Collator(model.processor, use_diff=model.config.use_diff)
     sampler = build_sampler(cfg)
+    apply_pixel_caps(sampler, cfg, model.processor)
 
     def loss_fn(m, batch):
         out = m(**model_inputs(batch))

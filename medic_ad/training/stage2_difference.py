@@ -12,6 +12,7 @@ import torch
 from medic_ad.data.collator import Collator
 from medic_ad.training.config import TrainConfig
 from medic_ad.training.loop import TrainResult, run_training
+from medic_ad.training.memory import apply_memory_policy, apply_pixel_caps
 from medic_ad.training.mixture import build_sampler
 from medic_ad.training.stages import lm_loss, load_stage_input, model_inputs
 
@@ -24,10 +25,12 @@ def main(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     if not model.config.use_diff:
         raise ValueError(f"{cfg.input_checkpoint}: built with use_diff=False, it has no Diff Processor to train")
     model.set_stage(2)
+    apply_memory_policy(cfg, model, backbone=model.backbone)
     if cfg.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable()
     collate = Collator(model.processor, use_diff=True, with_masks=False)
     sampler = build_sampler(cfg)
+    apply_pixel_caps(sampler, cfg, model.processor)
 
     def loss_fn(m, batch):
         lm = lm_loss(m(**model_inputs(batch)))

@@ -13,6 +13,7 @@ from medic_ad.data.collator import Collator
 from medic_ad.training.config import TrainConfig
 from medic_ad.training.loop import TrainResult, run_training
 from medic_ad.training.losses import heatmap_loss
+from medic_ad.training.memory import apply_memory_policy, apply_pixel_caps
 from medic_ad.training.mixture import build_sampler
 from medic_ad.training.stages import load_stage_input, model_inputs
 
@@ -23,8 +24,10 @@ def main(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model = load_stage_input(cfg, expected_stage=2)
     model.set_stage(3)
+    apply_memory_policy(cfg, model, backbone=model.backbone)
     collate = Collator(model.processor, use_diff=model.config.use_diff)
     sampler = build_sampler(cfg)
+    apply_pixel_caps(sampler, cfg, model.processor)
 
     def loss_fn(m, batch):
         out = m(**model_inputs(batch), compute_lm=False, compute_heatmap=True)

@@ -8,6 +8,7 @@ import torch
 
 from medic_ad.models.checkpoint import read_checkpoint_meta
 from medic_ad.models.medic_ad import MedicAD
+from medic_ad.models.precision import frozen_dtype
 from medic_ad.training.config import TrainConfig
 
 
@@ -26,7 +27,12 @@ def load_stage_input(cfg: TrainConfig, expected_stage: int) -> MedicAD:
         raise ValueError(
             f"stage {cfg.stage} needs a stage-{expected_stage} checkpoint, but {src} is from stage {meta.get('stage')}"
         )
-    return MedicAD.from_pretrained(src)
+    saved = meta.get("config", {})
+    differ = sorted(k for k, v in cfg.model.items() if saved.get(k, v) != v or k not in saved)
+    if differ:
+        raise ValueError(f"stage {cfg.stage}: the config's model options {', '.join(differ)} differ from those of "
+                         f"{src} (they are only checked here: the checkpoint's modules are what trains)")
+    return MedicAD.from_pretrained(src, dtype=frozen_dtype(cfg.precision), attn_implementation=cfg.attn_implementation)
 
 
 def model_inputs(batch: dict) -> dict:

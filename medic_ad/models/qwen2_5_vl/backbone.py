@@ -8,6 +8,7 @@ and the image-token count are unchanged and no checkpoint key moves (design doc 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,19 @@ SUPPORTED_MODEL_TYPES = ("qwen2_5_vl",)
 hf_logging.disable_progress_bar()  # per-shard bars would drown our own progress output
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
+
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+
+
+def check_attn_implementation(name: str) -> str:
+    """``name`` if transformers can run it here; else one error that says what to do."""
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, got {name!r}")
+    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ValueError("attn_implementation flash_attention_2 needs the flash-attn package, which is not installed "
+                         "(pip install flash-attn --no-build-isolation, on a CUDA machine); or use sdpa")
+    return name
 
 
 class BackboneLoadError(ValueError):
@@ -131,6 +145,7 @@ def load_backbone(
     Offline and safetensors-only. ``<Ano>``/``<Diff>`` are added to the tokenizer if missing; they use
     the spare embedding rows Qwen's vocabulary has above the tokenizer (resized only when there are none).
     """
+    check_attn_implementation(attn_implementation)
     folder = check_backbone_folder(path)
     try:
         processor = MedicADProcessor.from_pretrained(

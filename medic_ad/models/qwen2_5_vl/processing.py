@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.image_utils import SizeDict
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from medic_ad.data.templates import ChatExample
@@ -34,6 +35,7 @@ IM_END = "<|im_end|>"
 IMAGE_PLACEHOLDER = VISION_START + IMAGE_PAD + VISION_END
 
 PROCESSOR_CONFIG = "medic_ad_processor.json"
+PixelCap = tuple[int, int]  # (min_pixels, max_pixels) of one image after the processor's resize
 IGNORE_INDEX = -100
 
 # Qwen-style chat template (the default system prompt of Qwen2.5-VL; images as vision placeholders).
@@ -117,10 +119,53 @@ class MedicADProcessor:
         )
 
     # ----------------------------------------------------------------- images
-    def preprocess_images(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        """Pixel values and ``image_grid_thw`` exactly as transformers' Qwen2-VL image processor gives."""
-        out = self.image_processor(images=list(images), return_tensors="pt")
-        return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+    @property
+    def pixel_cap(self) -> PixelCap:
+        """(min_pixels, max_pixels): the image processor resizes every image to a pixel count in this range
+        (a multiple of 28 on each side), so ``max_pixels / 784`` bounds the image tokens of one image."""
+        size = self.image_processor.size
+        return int(size.shortest_edge), int(size.longest_edge)
+
+    def set_pixel_cap(self, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
+        """Change the default cap (None keeps that bound); saved with the image processor's settings."""
+        low, high = self.pixel_cap
+        low = low if min_pixels is None else int(min_pixels)
+        high = high if max_pixels is None else int(max_pixels)
+        check_pixel_cap(low, high, unit=(self.patch_size * self.merge_size) ** 2)
+        self.image_processor.size = SizeDict(shortest_edge=low, longest_edge=high)
+
+    def max_image_tokens(self, cap: PixelCap | None = None) -> int:
+        """The most LLM tokens one image can take under ``cap`` (default: the processor's own)."""
+        return (cap or self.pixel_cap)[1] // (self.patch_size * self.merge_size) ** 2
+
+    def preprocess_images(self, images: Sequence[Image.Image],
+                          caps: Sequence[PixelCap | None] | None = None) -> dict[str, torch.Tensor]:
+        """Pixel values and ``image_grid_thw`` exactly as transformers' Qwen2-VL image processor gives.
+
+        ``caps``: one (min_pixels, max_pixels) per image, None for the default cap. Images that share a
+        cap are processed together; the packed patch rows come back in image order.
+        """
+        images = list(images)
+        caps = [None] * len(images) if caps is None else list(caps)
+        if len(caps) != len(images):
+            raise ValueError(f"{len(caps)} pixel caps for {len(images)} images")
+        default = self.pixel_cap
+        caps = [default if c is None else (int(c[0]), int(c[1])) for c in caps]
+        groups: dict[PixelCap, list[int]] = {}
+        for i, cap in enumerate(caps):
+            groups.setdefault(cap, []).append(i)
+        rows: list[torch.Tensor | None] = [None] * len(images)
+        grids: list[torch.Tensor | None] = [None] * len(images)
+        for cap, members in groups.items():
+            size = None if cap == default else {"shortest_edge": cap[0], "longest_edge": cap[1]}
+            out = self.image_processor(images=[images[i] for i in members], return_tensors="pt",
+                                       **({} if size is None else {"size": size}))
+            if len(groups) == 1:
+                return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+            counts = out["image_grid_thw"].prod(-1).tolist()
+            for i, part, grid in zip(members, torch.split(out["pixel_values"], counts), out["image_grid_thw"]):
+                rows[i], grids[i] = part, grid
+        return {"pixel_values": torch.cat(rows), "image_grid_thw": torch.stack(grids)}
 
     def image_token_count(self, grid_thw: torch.Tensor) -> int:
         return int(grid_thw.prod().item()) // (self.merge_size**2)
@@ -164,16 +209,21 @@ class MedicADProcessor:
         *,
         use_diff: bool = True,
         with_answers: bool = False,
+        pixel_caps: Sequence[PixelCap | None] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Batch of model inputs (left-padded) from examples whose images are PIL images. With
         ``with_answers`` the answer tokens (+ end of turn) are appended and ``labels`` masks everything
-        but them."""
+        but them. ``pixel_caps``: one (min_pixels, max_pixels) per example (None: the default cap)."""
         all_images: list[Image.Image] = []
-        for ex in examples:
+        image_caps: list[PixelCap | None] = []
+        if pixel_caps is not None and len(pixel_caps) != len(examples):
+            raise ValueError(f"{len(pixel_caps)} pixel caps for {len(examples)} examples")
+        for i, ex in enumerate(examples):
             if len(ex.images) not in (1, 2):
                 raise ValueError(f"a sample takes 1 or 2 images, got {len(ex.images)}")
             all_images.extend(ex.images)
-        vision = self.preprocess_images(all_images)
+            image_caps.extend([None if pixel_caps is None else pixel_caps[i]] * len(ex.images))
+        vision = self.preprocess_images(all_images, image_caps)
         grids = list(vision["image_grid_thw"])
         sequences: list[list[int]] = []
         label_rows: list[list[int]] = []
@@ -232,6 +282,14 @@ class MedicADProcessor:
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def check_pixel_cap(min_pixels: int, max_pixels: int, *, unit: int = 28 * 28) -> None:
+    """A cap the image processor can meet: at least one merged patch, min ≤ max."""
+    if min_pixels < unit or max_pixels < unit:
+        raise ValueError(f"pixel cap ({min_pixels}, {max_pixels}): both bounds must be ≥ {unit} (one 28×28 token)")
+    if min_pixels > max_pixels:
+        raise ValueError(f"pixel cap: min_pixels {min_pixels} is above max_pixels {max_pixels}")
 
 
 def ensure_medic_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
