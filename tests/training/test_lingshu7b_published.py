@@ -48,15 +48,15 @@ def test_lingshu7b_recipes_run_on_the_published_layouts(tmp_path, shared_data) -
                                              seed=0)
     Backbone(model=model, processor=processor, source="tiny").save_pretrained(tmp_path / "backbone")
     common = [f"datasets={layout.root}", "optim.max_steps=2", "optim.batch_size=2", "optim.grad_accum=1",
-              "optim.warmup_steps=1", "mixed_precision='no'", "gradient_checkpointing=false", "checkpoint_every=0",
+              "optim.warmup_steps=1", "precision=fp32", "mixed_precision='no'", "gradient_checkpointing=false", "checkpoint_every=0",
               "tensorboard=false", "progress=false", "num_threads=1"]
     runs = tmp_path / "runs"
     _train(RECIPES / "stage1_anomaly.yaml", [f"input_checkpoint={tmp_path / 'backbone'}",
                                              f"output_dir={runs / 's1'}", *TINY_MODULES, *common])
     _train(RECIPES / "stage2_difference.yaml", [f"input_checkpoint={runs / 's1' / 'final'}",
-                                                f"output_dir={runs / 's2'}", *common])
+                                                f"output_dir={runs / 's2'}", *TINY_MODULES, *common])
     _train(RECIPES / "stage3_heatmap.yaml", [f"input_checkpoint={runs / 's2' / 'final'}",
-                                             f"output_dir={runs / 's3'}", *common])
+                                             f"output_dir={runs / 's3'}", *TINY_MODULES, *common])
     seen = {n: json.loads((runs / n / "data_summary.json").read_text()) for n in ("s1", "s2", "s3")}
     by_source = {n: {(s["name"], s["root"].rsplit("/", 1)[-1]): s for s in summary["sources"]}
                  for n, summary in seen.items()}
