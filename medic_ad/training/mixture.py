@@ -99,18 +99,23 @@ def modality_question(sample: Sample, modality: str) -> Sample:
 
 
 class MixtureSampler:
-    """Weighted sampling with replacement over several sources, indexed by step.
+    """Weighted sampling with replacement over several sources, indexed by optimizer step.
+
+    ``batch_at(k)`` is the global batch of optimizer step ``k``, a pure function of (seed, k): resuming
+    at step ``k`` needs no saved data position or sampler RNG. ``share(k, ...)`` cuts it into
+    ``world_size × grad_accum`` equal micro-batches, so one process with batch 2b and two with b each
+    train on the same samples at every step.
 
     Args:
         sources: one sample sequence per mixture entry.
         weights: relative probability of each entry.
         tasks: the template forced for each entry (None: the sample's own).
-        batch_size: samples per step and rank.
-        seed, rank, world_size: the batch of step k depends on (seed, k, rank) only.
+        batch_size: samples per optimizer step, over all processes and accumulation micro-steps.
+        seed: the batch of step k depends on (seed, k) only.
     """
 
     def __init__(self, sources: list[Sequence[Sample]], weights: list[float], tasks: list[str | None], *,
-                 batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 batch_size: int, seed: int = 0) -> None:
         if len(sources) != len(weights) or not sources:
             raise ValueError("one weight per data source is needed")
         w = np.asarray(weights, dtype=np.float64)
@@ -118,16 +123,44 @@ class MixtureSampler:
             raise ValueError(f"mixture weights must be ≥ 0 with a positive sum, got {weights}")
         self.sources, self.tasks = sources, tasks
         self.probs = w / w.sum()
-        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.batch_size, self.seed = batch_size, seed
 
     def batch_at(self, step: int) -> list[tuple[Sample, str | None]]:
-        rng = np.random.default_rng([self.seed, step, self.rank])
-        picks = rng.choice(len(self.sources), size=self.batch_size, p=self.probs)
-        out = []
-        for src in picks.tolist():
-            samples = self.sources[src]
-            out.append((samples[int(rng.integers(len(samples)))], self.tasks[src]))
-        return out
+        return [(self.sources[src][i], self.tasks[src]) for src, i in self._picks(step)]
+
+    def share(self, step: int, *, rank: int = 0, world_size: int = 1, micro: int = 0,
+              grad_accum: int = 1) -> list[tuple[Sample, str | None]]:
+        """Micro-batch ``micro`` of process ``rank``: its disjoint slice of step ``step``'s global batch.
+        Only the slice is materialised (lazy sources render a sample on access)."""
+        size, _ = batch_split(self.batch_size, world_size, grad_accum=grad_accum)
+        start = (rank * grad_accum + micro) * size
+        return [(self.sources[src][i], self.tasks[src]) for src, i in self._picks(step)[start:start + size]]
+
+    def _picks(self, step: int) -> list[tuple[int, int]]:
+        """(source, index) of every sample of the global batch of ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        sources = rng.choice(len(self.sources), size=self.batch_size, p=self.probs).tolist()
+        return [(src, int(rng.integers(len(self.sources[src])))) for src in sources]
+
+
+def batch_split(batch_size: int, world_size: int, *, grad_accum: int = 1,
+                micro_batch_size: int | None = None) -> tuple[int, int]:
+    """(samples per forward pass on one process, accumulation micro-steps) for a global ``batch_size``."""
+    if micro_batch_size is not None:
+        per_micro = world_size * micro_batch_size
+        if batch_size % per_micro:
+            raise ValueError(
+                f"optim.batch_size {batch_size} (the global batch of an optimizer step) is not a multiple of "
+                f"{world_size} process(es) × optim.micro_batch_size {micro_batch_size}"
+            )
+        return micro_batch_size, batch_size // per_micro
+    parts = world_size * grad_accum
+    if batch_size % parts:
+        raise ValueError(
+            f"optim.batch_size {batch_size} (the global batch of an optimizer step) must split evenly over "
+            f"{world_size} process(es) × {grad_accum} accumulation micro-step(s); choose a multiple of {parts}"
+        )
+    return batch_size // parts, grad_accum
 
 
 def build_sampler(cfg) -> MixtureSampler:
