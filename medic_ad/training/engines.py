@@ -7,6 +7,7 @@ state go back in on resume. The loop itself stays one code path.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -32,6 +33,14 @@ def engine_name(accelerator: Accelerator) -> str:
     if kind == DistributedType.FSDP:
         return "fsdp"
     return "ddp" if accelerator.num_processes > 1 else "single"
+
+
+def check_requested(engine: str) -> None:
+    """Refuse a launch whose engine accelerate quietly replaced: it enables FSDP only on GPUs, and on CPU
+    ranks an FSDP launch config trains plain DDP, with every rank holding the whole model."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and engine != "fsdp":
+        raise RuntimeError(f"the launch config asks for FSDP, but accelerate set up {engine} (accelerate runs FSDP "
+                           "only on GPUs); use a DDP or DeepSpeed config on CPU ranks")
 
 
 def text_hidden_size(model: nn.Module) -> int:
@@ -68,7 +77,7 @@ def register_outside_reads(accelerator: Accelerator, model: nn.Module) -> None:
     with the reading module so DeepSpeed gathers them there too."""
     if engine_name(accelerator) != "zero3" or not hasattr(model, "external_parameters"):
         return
-    from deepspeed.zero import register_external_parameter
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
 
     for module, param in model.external_parameters():
         register_external_parameter(module, param)

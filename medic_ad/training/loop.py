@@ -13,6 +13,7 @@ restarted with ``resume=True`` continues with the same loss curve, with or witho
 from __future__ import annotations
 
 import json
+import os
 import logging
 import math
 import time
@@ -22,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 from accelerate.utils import gather_object
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -124,19 +125,26 @@ def run_training(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_root = out / "checkpoints"
     cpu = not torch.cuda.is_available()
-    world = PartialState(cpu=cpu).num_processes
-    micro_batch, grad_accum = batch_split(cfg.optim.batch_size, world, grad_accum=cfg.optim.grad_accum,
-                                          micro_batch_size=cfg.optim.micro_batch_size)
+    handlers: list = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        # DeepSpeed has a CPU accelerator (gloo), but accelerate enables DeepSpeed only when not told
+        # cpu=True, and without a named backend it takes the run for one process
+        cpu = False
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
     # DDP: a batch may leave a whole module unused (stage 2 without a pair, stage 0 without a pasted
     # region), and on one rank but not another; DDP then waits for gradients that never come.
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=grad_accum,
         cpu=cpu,
         step_scheduler_with_optimizer=False,  # stepped once per optimizer step below, not once per process
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        kwargs_handlers=handlers,
     )
+    world = accelerator.num_processes
+    micro_batch, grad_accum = batch_split(cfg.optim.batch_size, world, grad_accum=cfg.optim.grad_accum,
+                                          micro_batch_size=cfg.optim.micro_batch_size)
+    accelerator.gradient_accumulation_steps = grad_accum
     rank, engine = accelerator.process_index, engines.engine_name(accelerator)
+    engines.check_requested(engine)
     ds_plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if ds_plugin is not None:
         engines.fill_deepspeed_config(ds_plugin.deepspeed_config, model, micro_batch=micro_batch,
