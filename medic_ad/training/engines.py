@@ -157,6 +157,12 @@ def load_optimizer_state(accelerator: Accelerator, model: nn.Module, optimizer, 
         set_optimizer_state_dict(model, _inner_optimizer(optimizer), state,
                                  options=StateDictOptions(full_state_dict=True))
         return
+    if optimizer_sharded(accelerator):
+        # DeepSpeed reads its own share from a list indexed by rank, and its fp32 master weights from the
+        # share (not rounded from the 16-bit model weights), so a resumed run continues exactly
+        shares = [state if r == accelerator.process_index else None for r in range(accelerator.num_processes)]
+        _inner_optimizer(optimizer).load_state_dict(shares, load_from_fp32_weights=True)
+        return
     optimizer.load_state_dict(state)
 
 
