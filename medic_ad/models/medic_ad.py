@@ -237,6 +237,12 @@ class MedicAD(nn.Module, MedicalVLM):
     def device(self) -> torch.device:
         return next(self.anomaly.parameters()).device
 
+    def external_parameters(self) -> list[tuple[nn.Module, nn.Parameter]]:
+        """Parameters read outside their own module's forward, with the module that reads them: the soft
+        prompts go into the vision tower from :meth:`encode_images`. DeepSpeed ZeRO-3 gathers a parameter only
+        in its module's forward unless told (``deepspeed.zero.register_external_parameter``)."""
+        return [(self, self.anomaly.soft_prompts)]
+
     def encode_images(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> VisionFeatures:
         """Vision tower with soft prompts; tapped layers in raster order and f_p(V*)."""
         prompts = self.anomaly.prompts_for(self.prompt_layers)

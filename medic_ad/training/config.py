@@ -52,12 +52,18 @@ class DataSource:
 
 @dataclass
 class OptimConfig:
+    """``batch_size`` is the global batch of one optimizer step, whatever the number of processes: each
+    of the N processes runs ``batch_size / (N × grad_accum)`` samples per forward pass. With
+    ``micro_batch_size`` set, ``grad_accum`` follows from it instead (``batch_size / (N × micro)``), so
+    one config keeps its batch from 1 GPU to 8. ``max_steps`` and ``warmup_steps`` count optimizer steps."""
+
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 10
     max_steps: int = 100
     batch_size: int = 4
     grad_accum: int = 1
+    micro_batch_size: int | None = None
     max_grad_norm: float = 1.0
     min_lr_ratio: float = 0.1
 
@@ -110,6 +116,8 @@ class TrainConfig:
     # implies mixed_precision bf16, the autocast its matmuls run under)
     precision: str = "fp32"
     attn_implementation: str = "sdpa"  # sdpa | flash_attention_2 | eager
+    num_workers: int = 0  # DataLoader processes that collate the next steps while the model trains; 0: in the loop
+    prefetch_factor: int = 2  # batches each worker keeps ready
 
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2, 3):
@@ -120,6 +128,13 @@ class TrainConfig:
             raise ValueError("the config's data mixture is empty")
         if self.optim.max_steps < 1 or self.optim.batch_size < 1:
             raise ValueError("optim.max_steps and optim.batch_size must be ≥ 1")
+        if self.optim.grad_accum < 1 or (self.optim.micro_batch_size is not None and self.optim.micro_batch_size < 1):
+            raise ValueError("optim.grad_accum and optim.micro_batch_size must be ≥ 1")
+        if self.optim.micro_batch_size is not None and self.optim.grad_accum != 1:
+            raise ValueError("set optim.micro_batch_size or optim.grad_accum, not both: "
+                             "with a micro batch, accumulation follows from the global batch")
+        if self.num_workers < 0 or self.prefetch_factor < 1:
+            raise ValueError("num_workers must be ≥ 0 and prefetch_factor ≥ 1")
         self._check_memory_keys()
 
     def _check_memory_keys(self) -> None:

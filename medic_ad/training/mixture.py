@@ -1,11 +1,12 @@
 """Data mixtures: config sources → sample lists, and a step-indexed batch sampler.
 
-The batch of step ``k`` on rank ``r`` is a pure function of (seed, k, r): resuming at step ``k``
-needs no saved data position or sampler RNG and gives exactly the batches an uninterrupted run sees.
+The global batch of optimizer step ``k`` is a pure function of (seed, k), and each process takes its
+own disjoint slice of it (:meth:`MixtureSampler.share`): resuming at step ``k`` needs no saved data
+position or sampler RNG, and one process with batch 2b sees what two processes with b each see.
 
 Before anything is sampled, the patients of the config's ``holdout`` sets (the evaluation sets)
 are dropped from every training source (:mod:`medic_ad.data.holdout`), and ``data_summary.json``
-in the output folder records what each source holds and what rank 0 draws from it.
+in the output folder records what each source holds and what the run draws from it.
 """
 
 from __future__ import annotations
@@ -158,18 +159,23 @@ def modality_question(sample: Sample, modality: str) -> Sample:
 
 
 class MixtureSampler:
-    """Weighted sampling with replacement over several sources, indexed by step.
+    """Weighted sampling with replacement over several sources, indexed by optimizer step.
+
+    ``batch_at(k)`` is the global batch of optimizer step ``k``, a pure function of (seed, k): resuming
+    at step ``k`` needs no saved data position or sampler RNG. ``share(k, ...)`` cuts it into
+    ``world_size × grad_accum`` equal micro-batches, so one process with batch 2b and two with b each
+    train on the same samples at every step.
 
     Args:
         sources: one sample sequence per mixture entry.
         weights: relative probability of each entry.
         tasks: the template forced for each entry (None: the sample's own).
-        batch_size: samples per step and rank.
-        seed, rank, world_size: the batch of step k depends on (seed, k, rank) only.
+        batch_size: samples per optimizer step, over all processes and accumulation micro-steps.
+        seed: the batch of step k depends on (seed, k) only.
     """
 
     def __init__(self, sources: list[Sequence[Sample]], weights: list[float], tasks: list[str | None], *,
-                 batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 batch_size: int, seed: int = 0) -> None:
         if len(sources) != len(weights) or not sources:
             raise ValueError("one weight per data source is needed")
         w = np.asarray(weights, dtype=np.float64)
@@ -177,16 +183,44 @@ class MixtureSampler:
             raise ValueError(f"mixture weights must be ≥ 0 with a positive sum, got {weights}")
         self.sources, self.tasks = sources, tasks
         self.probs = w / w.sum()
-        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-
-    def picks_at(self, step: int) -> list[tuple[int, int]]:
-        """(source, sample index) of each item of step ``step``'s batch, without building a sample."""
-        rng = np.random.default_rng([self.seed, step, self.rank])
-        picks = rng.choice(len(self.sources), size=self.batch_size, p=self.probs)
-        return [(src, int(rng.integers(len(self.sources[src])))) for src in picks.tolist()]
+        self.batch_size, self.seed = batch_size, seed
 
     def batch_at(self, step: int) -> list[tuple[Sample, str | None]]:
         return [(self.sources[src][i], self.tasks[src]) for src, i in self.picks_at(step)]
+
+    def share(self, step: int, *, rank: int = 0, world_size: int = 1, micro: int = 0,
+              grad_accum: int = 1) -> list[tuple[Sample, str | None]]:
+        """Micro-batch ``micro`` of process ``rank``: its disjoint slice of step ``step``'s global batch.
+        Only the slice is materialised (lazy sources render a sample on access)."""
+        size, _ = batch_split(self.batch_size, world_size, grad_accum=grad_accum)
+        start = (rank * grad_accum + micro) * size
+        return [(self.sources[src][i], self.tasks[src]) for src, i in self.picks_at(step)[start:start + size]]
+
+    def picks_at(self, step: int) -> list[tuple[int, int]]:
+        """(source, index) of every sample of the global batch of ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        sources = rng.choice(len(self.sources), size=self.batch_size, p=self.probs).tolist()
+        return [(src, int(rng.integers(len(self.sources[src])))) for src in sources]
+
+
+def batch_split(batch_size: int, world_size: int, *, grad_accum: int = 1,
+                micro_batch_size: int | None = None) -> tuple[int, int]:
+    """(samples per forward pass on one process, accumulation micro-steps) for a global ``batch_size``."""
+    if micro_batch_size is not None:
+        per_micro = world_size * micro_batch_size
+        if batch_size % per_micro:
+            raise ValueError(
+                f"optim.batch_size {batch_size} (the global batch of an optimizer step) is not a multiple of "
+                f"{world_size} process(es) × optim.micro_batch_size {micro_batch_size}"
+            )
+        return micro_batch_size, batch_size // per_micro
+    parts = world_size * grad_accum
+    if batch_size % parts:
+        raise ValueError(
+            f"optim.batch_size {batch_size} (the global batch of an optimizer step) must split evenly over "
+            f"{world_size} process(es) × {grad_accum} accumulation micro-step(s); choose a multiple of {parts}"
+        )
+    return batch_size // parts, grad_accum
 
 
 def build_sampler(cfg) -> MixtureSampler:
@@ -211,10 +245,10 @@ MAX_IDS = 1000
 
 def data_summary(cfg, loaded: list[tuple[Sequence[Sample], int]], holdout: Holdout | None,
                  sampler: MixtureSampler) -> dict[str, Any]:
-    """What each source holds (counts, ids, patient digests) and what rank 0 draws from it over the run."""
-    draws = cfg.optim.max_steps * cfg.optim.grad_accum
+    """What each source holds (counts, ids, patient digests) and what the run's global batches draw from it."""
+    steps = cfg.optim.max_steps
     drawn: list[Counter[int]] = [Counter() for _ in loaded]
-    for step in range(draws):
+    for step in range(steps):
         for src, i in sampler.picks_at(step):
             drawn[src][i] += 1
     out_sources = []
@@ -227,7 +261,8 @@ def data_summary(cfg, loaded: list[tuple[Sequence[Sample], int]], holdout: Holdo
         out_sources.append(entry)
     return {
         "stage": cfg.stage,
-        "draws_per_rank": draws,
+        "steps": steps,
+        "global_batch": cfg.optim.batch_size,
         "holdout": None if holdout is None else {"sets": holdout.sets, "patients": len(holdout.keys),
                                                  "patients_sha1": holdout.digests()},
         "sources": out_sources,
