@@ -47,7 +47,7 @@ def test_lingshu7b_recipes_run_on_the_published_layouts(tmp_path, shared_data) -
     model, processor = build_tiny_qwen2_5_vl(TinyBackboneConfig(vision_hidden_size=32, vision_intermediate_size=64),
                                              seed=0)
     Backbone(model=model, processor=processor, source="tiny").save_pretrained(tmp_path / "backbone")
-    common = [f"datasets={layout.root}", "optim.max_steps=2", "optim.batch_size=2", "optim.grad_accum=1",
+    common = [f"datasets={layout.root}", "optim.max_steps=2", "optim.batch_size=2", "optim.micro_batch_size=2", "num_workers=0",
               "optim.warmup_steps=1", "precision=fp32", "mixed_precision='no'", "gradient_checkpointing=false", "checkpoint_every=0",
               "tensorboard=false", "progress=false", "num_threads=1"]
     runs = tmp_path / "runs"
