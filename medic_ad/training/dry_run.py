@@ -295,9 +295,19 @@ def estimate_memory(medic, cfg: TrainConfig, *, engine: str, num_gpus: int, sour
     if engine in ("zero3", "fsdp"):
         weights = weights / n + 2 * 2.0 * _largest_unit_params(medic)
         grads, adam = grads / n, adam / n
-    acts = cfg.optim.batch_size * activation_bytes(medic, cfg, sources, processor)
+    acts = per_gpu_batch(cfg, n) * activation_bytes(medic, cfg, sources, processor)
     return {"weights": weights, "gradients": grads, "optimizer": adam, "activations": acts,
             "total": weights + grads + adam + acts}
+
+
+def per_gpu_batch(cfg: TrainConfig, num_gpus: int) -> int:
+    """Samples one GPU holds activations for in a forward pass: the global batch split over the GPUs and
+    the accumulation micro-steps, as the training loop splits it."""
+    from medic_ad.training.mixture import batch_split
+
+    size, _ = batch_split(cfg.optim.batch_size, num_gpus, grad_accum=cfg.optim.grad_accum,
+                          micro_batch_size=cfg.optim.micro_batch_size)
+    return size
 
 
 def engine_from_accelerate_config(path: str | Path) -> tuple[str, int]:
@@ -347,7 +357,8 @@ def dry_run(cfg: TrainConfig, *, engine: str = "single", num_gpus: int = 1) -> t
     notes.append("estimate: CUDA context, allocator fragmentation and communication buffers not counted")
     folder, _ = backbone_folder_and_modules(cfg)
     return DryRunReport(
-        stage=cfg.stage, backbone=str(folder), engine=engine, num_gpus=num_gpus, batch_size=cfg.optim.batch_size,
+        stage=cfg.stage, backbone=str(folder), engine=engine, num_gpus=num_gpus,
+        batch_size=per_gpu_batch(cfg, num_gpus),
         precision=cfg.precision, gradient_checkpointing=cfg.gradient_checkpointing,
         parameters=sum(p.numel() for p in medic.parameters()),
         backbone_parameters=sum(p.numel() for n, p in medic.backbone.named_parameters() if "lora_" not in n),

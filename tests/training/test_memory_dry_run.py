@@ -165,3 +165,14 @@ def test_dry_run_reads_an_accelerate_config():
     assert engine_from_accelerate_config(acc / "deepspeed_zero2.yaml")[0] == "zero2"
     assert engine_from_accelerate_config(acc / "fsdp.yaml") == ("fsdp", 8)
     assert engine_from_accelerate_config(acc / "single_gpu.yaml") == ("single", 1)
+
+
+def test_dry_run_batch_is_the_per_gpu_share_of_the_global_batch():
+    from medic_ad.training.config import load_config
+    from medic_ad.training.dry_run import per_gpu_batch
+
+    cfg = load_config(L7B / "stage1_anomaly.yaml")
+    assert cfg.optim.batch_size == 128 and per_gpu_batch(cfg, 1) == per_gpu_batch(cfg, 8) == 4
+    plain = load_config(L7B / "stage1_anomaly.yaml",
+                        ["optim.micro_batch_size=null", "optim.grad_accum=2"])
+    assert per_gpu_batch(plain, 8) == 8 and per_gpu_batch(plain, 1) == 64
