@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from medic_ad.studies.inputs import walk_folder
+
 __all__ = ["add_parser", "run_compare", "run_detect", "run_explain"]
 
-#: files skipped when walking a folder: the metadata that sits beside images in dataset folders
-SIDECAR_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".md", ".yaml", ".yml"}
 CSV_FIELDS = ["path", "status", "reason", "answer", "abnormal", "score", "format", "modality", "height", "width",
               "error"]
 
@@ -103,18 +103,6 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=2))
 
 
-def _walk(folder: Path) -> list[Path]:
-    files = []
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or p.is_dir():
-            continue
-        if p.suffix.lower() in SIDECAR_SUFFIXES:
-            continue
-        files.append(p)
-    return files
-
-
 # ------------------------------------------------------------------------------------------ detect
 
 
@@ -134,7 +122,7 @@ def run_detect(args: argparse.Namespace) -> int:
     jobs: list[tuple[Path, Any]] = []  # (path, MedicalImage | None: decode later)
     for item in map(Path, args.inputs):
         if item.is_dir():
-            found = _walk(item)
+            found = walk_folder(item)
             if not found:
                 raise ValueError(f"{item}: no files in this folder")
             jobs += [(p, None) for p in found]

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["SIDECAR_SUFFIXES", "expand_inputs", "read_manifest"]
+__all__ = ["SIDECAR_SUFFIXES", "expand_inputs", "read_manifest", "walk_folder"]
 
 #: files skipped when walking a folder: the metadata that sits beside images in archive folders
 SIDECAR_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".md", ".txt", ".yaml", ".yml", ".xml", ".html"}
@@ -30,7 +30,8 @@ def read_manifest(path: Path) -> list[Path]:
     return out
 
 
-def _walk(folder: Path) -> list[Path]:
+def walk_folder(folder: Path) -> list[Path]:
+    """The files under ``folder`` (recursively, sorted), hidden entries and sidecar files left out."""
     files = []
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
@@ -53,7 +54,7 @@ def expand_inputs(inputs: Iterable[str | Path], manifests: Iterable[str | Path] 
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files = _walk(item)
+            files = walk_folder(item)
             if not files:
                 raise ValueError(f"{item}: no files in this folder")
             found += files
