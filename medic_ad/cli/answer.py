@@ -23,6 +23,10 @@ from typing import Any
 
 from medic_ad.studies.inputs import walk_folder
 
+#: files skipped when walking a folder: the metadata that sits beside images in dataset folders (any
+#: other file is tried, and a refused one becomes a row naming its reason)
+SIDECAR_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".md", ".yaml", ".yml"}
+
 __all__ = ["add_parser", "run_compare", "run_detect", "run_explain"]
 
 CSV_FIELDS = ["path", "status", "reason", "answer", "abnormal", "score", "format", "modality", "height", "width",
@@ -122,7 +126,7 @@ def run_detect(args: argparse.Namespace) -> int:
     jobs: list[tuple[Path, Any]] = []  # (path, MedicalImage | None: decode later)
     for item in map(Path, args.inputs):
         if item.is_dir():
-            found = walk_folder(item)
+            found = walk_folder(item, skip=SIDECAR_SUFFIXES)
             if not found:
                 raise ValueError(f"{item}: no files in this folder")
             jobs += [(p, None) for p in found]

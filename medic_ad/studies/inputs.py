@@ -30,14 +30,14 @@ def read_manifest(path: Path) -> list[Path]:
     return out
 
 
-def walk_folder(folder: Path) -> list[Path]:
-    """The files under ``folder`` (recursively, sorted), hidden entries and sidecar files left out."""
+def walk_folder(folder: Path, *, skip: frozenset[str] | set[str] = SIDECAR_SUFFIXES) -> list[Path]:
+    """The files under ``folder`` (recursively, sorted), hidden entries and files ending in ``skip`` left out."""
     files = []
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts) or p.is_dir():
             continue
-        if p.suffix.lower() in SIDECAR_SUFFIXES:
+        if p.suffix.lower() in skip:
             continue
         files.append(p)
     return files
