@@ -247,3 +247,24 @@ def test_deepspeed_zero_on_cpu_ranks_trains_checkpoints_resumes_and_saves(tmp_pa
         assert b["loss"] == pytest.approx(a["loss"], rel=LOSS_RTOL), (a, b)
     model = MedicAD.from_pretrained(tmp_path / f"z{zero}" / "final")
     assert model.anomaly.soft_prompts.shape[0] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP needs at least 2 GPUs (accelerate runs it only on GPUs)")
+def test_fsdp_on_gpu_ranks_trains_checkpoints_resumes_and_saves(tmp_path):
+    """The FSDP path of the loop (gathered checkpoints, resume, gathered final save) where it can run:
+    the same proof as DeepSpeed's on CPU ranks, ready for a session that is lent several GPUs."""
+    launch = ("--config_file", str(REPO / "recipes/accelerate/fsdp.yaml"), "--num_processes", "2",
+              "--mixed_precision", "no", "--main_process_port", "0")
+    train(load_config(base=_cfg(tmp_path / "one")))
+    cfg = _cfg(tmp_path / "fsdp", checkpoint_every=3)
+    result = _launch(tmp_path, cfg, *launch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = read_metrics(tmp_path / "fsdp" / "metrics.jsonl")
+    result = _launch(tmp_path, cfg, *launch, resume=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, fsdp = read_metrics(tmp_path / "one" / "metrics.jsonl"), read_metrics(tmp_path / "fsdp" / "metrics.jsonl")
+    assert [r["loss"] for r in fsdp] == pytest.approx([r["loss"] for r in first], rel=1e-4, abs=1e-5)
+    assert [r["lr"] for r in fsdp] == [r["lr"] for r in one]
+    model = MedicAD.from_pretrained(tmp_path / "fsdp" / "final")
+    assert model.anomaly.soft_prompts.shape[0] > 0
