@@ -267,9 +267,12 @@ class Service:
             images = self._study_images(folder.files, name)
             series, failed = group_files(images)
             skipped = folder.left_out + len(folder.files) - len(images) + len(failed)
+            if not images:
+                raise SanityError("not_an_image", f"none of the {len(folder.files)} uploaded file(s) is an image "
+                                                  "(PNG, JPEG, TIFF, DICOM, NIfTI)", name=name)
             if not series:
-                raise SanityError("unreadable", f"none of the {len(folder.files)} uploaded file(s) is a readable "
-                                                "image", name=name)
+                raise SanityError("unreadable", f"none of the {len(images)} uploaded image file(s) can be read",
+                                  name=name)
             studies = {s.study_uid for s in series}
             if len(studies) > 1:
                 raise SanityError("mixed_studies", f"the upload holds {len(studies)} studies ({len(series)} series); "
