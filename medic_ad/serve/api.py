@@ -1,4 +1,4 @@
-"""REST API: ``POST /v1/detect``, ``/v1/compare``, ``/v1/explain``, ``GET /healthz`` (FastAPI).
+"""REST API: ``POST /v1/detect``, ``/v1/compare``, ``/v1/explain``, ``/v1/study``, ``GET /healthz`` (FastAPI).
 
 Uploads are multipart. Before anything is decoded a request passes, in order:
 
@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from medic_ad.models.results import Detection
 from medic_ad.serve.sanity import Limits, SanityError
 from medic_ad.serve.service import Service
+from medic_ad.serve.uploads import is_zip
 
 __all__ = ["Admission", "ServeSettings", "create_app"]
 
@@ -164,6 +165,34 @@ class CompareResponse(BaseModel):
     prior: ImageInfo
     current: ImageInfo
     sidebyside_png: str | None = None
+
+
+class SliceScore(BaseModel):
+    index: int
+    score: float
+    overlay_png: str | None = None
+
+
+class StudyResponse(BaseModel):
+    """The ``studies.jsonl`` row (no patient field), then the answer, every scored slice and what the upload held."""
+
+    study_uid: str
+    series_uid: str
+    n_slices: int
+    score: float
+    abnormal: bool
+    key_slice_index: int
+    key_sop_uid: str | None = None
+    status: Literal["ok"]
+    reason: str | None = None
+    answer: str
+    modality: str | None = None
+    score_rule: str
+    slices: list[SliceScore]
+    series_found: int
+    files_read: int
+    files_skipped: int
+    notes: list[str]
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -424,6 +453,49 @@ def _add_routes(app: FastAPI, service: Service, settings: ServeSettings, run_job
         if format == "png":
             return Response(png, media_type="image/png")
         result["sidebyside_png"] = _b64(png)
+        return result
+
+    @app.post("/v1/study", tags=["v1"], response_model=StudyResponse, responses={**_ERRORS, 200: _PNG},
+              summary="One study (a series' files, or a zip of them): study answer, score, key slice, slice scores")
+    async def study(
+        files: list[UploadFile] | None = File(None, description="the series' files: DICOM slices, a multi-frame "
+                                                                 "DICOM or a NIfTI volume"),
+        zip: UploadFile | None = File(None, description="a zip of the series' files"),  # noqa: A002
+        slices: str = Form("all", description="`all`, or N evenly spaced slices"),
+        window: str | None = Form(None, description="CT window: a name (brain, lung, ...) or centre/width, "
+                                                    "e.g. `40/80`"),
+        score: str = Form("max", description="`max` or `topk_mean:K`: the study score from the slice scores"),
+        series_uid: str | None = Form(None, description="the series to read when the study has several "
+                                                        "(default: the largest)"),
+        format: Literal["json", "png"] = Query("json", description="`json` (default) or `png`: the key slice's "
+                                                                   "overlay alone"),  # noqa: A002
+        overlays: Literal["none", "key", "all"] = Query("none", description="overlay PNGs (base64) in `slices`: "
+                                                                            "none, the key slice's, or every one"),
+        alpha: float = alpha_query,
+    ) -> Any:
+        if files and zip is not None:
+            raise SanityError("bad_option", "send the series as `files` or as one `zip`, not both", name="study")
+        uploads = [await _read_upload(f, "files", limits) for f in files or []]
+        if zip is not None:
+            data = await _read_upload(zip, "zip", limits)
+            if not is_zip(data):
+                raise SanityError("bad_archive", "not a zip archive", name="zip")
+            uploads.append(data)
+        if not uploads:
+            raise SanityError("empty_file", "no file uploaded: send `files` or a `zip`", name="study")
+        draw = "key" if format == "png" else overlays
+
+        def job() -> tuple[dict[str, Any], dict[int, bytes]]:
+            res = service.study(uploads, slices=slices, window=window, score=score, series_uid=series_uid,
+                                heatmaps=draw != "none")
+            chosen = [] if draw == "none" else [res.key] if draw == "key" else range(len(res.images))
+            return res.to_dict(), {k: res.overlay_png(k, alpha=alpha) for k in chosen}
+
+        result, pngs = await run_job("study", job)
+        if format == "png":
+            return Response(next(iter(pngs.values())), media_type="image/png")
+        for k, png in pngs.items():
+            result["slices"][k]["overlay_png"] = _b64(png)
         return result
 
 

@@ -55,6 +55,8 @@ REASONS: dict[str, int] = {
     "modality_mismatch": 422,
     "orientation_mismatch": 422,
     "unprocessable": 422,
+    "bad_archive": 422,
+    "mixed_studies": 422,
 }
 
 
@@ -92,10 +94,14 @@ class Limits:
     min_side: int = 32
     max_aspect: float = 20.0
     min_std: float = 0.01  # on the [0, 1] scale: below ~2.5 grey levels of 255 is a blank frame
+    max_files: int = 2000  # files of one study upload (a zip's members counted)
+    max_study_bytes: int = 1024 * 1024 * 1024  # one study upload once unzipped
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0 or self.max_pixels <= 0 or self.min_side < 1 or self.max_aspect < 1:
             raise ValueError("limits must be positive (max_aspect >= 1, min_side >= 1)")
+        if self.max_files < 1 or self.max_study_bytes <= 0:
+            raise ValueError("study limits must be positive (max_files >= 1)")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """One path from an input to a result, shared by the CLI, the REST API and the web UI.
 
     load (file or upload bytes) -> sanity checks -> model -> plain results (+ pictures on request)
+    study (several files or a zip) -> private folder -> series by UID -> slices in batches -> study answer
 
 :class:`Service` owns the model (loaded lazily, so bad inputs are refused before a checkpoint is
 read) and one lock around it: the model is not re-entrant, so the API's worker threads and the UI's
@@ -23,7 +24,8 @@ import numpy as np
 
 from medic_ad.data.io import MedicalImage
 from medic_ad.models.results import Comparison, Detection, Explanation
-from medic_ad.serve.sanity import Limits, SanityError, check_image, check_pair, load_checked
+from medic_ad.serve.sanity import Limits, SanityError, check_image, check_pair, load_checked, probe
+from medic_ad.serve.study import ServedStudy
 
 if TYPE_CHECKING:
     from medic_ad.models.interface import MedicalVLM
@@ -233,6 +235,120 @@ class Service:
         result.prior_map = _checked_map(result.prior_map, prior)
         result.current_map = _checked_map(result.current_map, current)
         return result
+
+    def study(self, uploads: bytes | Sequence[bytes], *, slices: str | int = "all", window: str | None = None,
+              score: str = "max", series_uid: str | None = None, heatmaps: bool = True,
+              name: str = "study") -> ServedStudy:
+        """One study from several files or a zip of them: the study's answer, score, key slice and scored slices.
+
+        The files go to a private temp folder under numbered names (:class:`~medic_ad.serve.uploads.StudyFolder`),
+        are grouped by Study/Series Instance UID from their headers and ordered along the slice normal
+        (:mod:`medic_ad.studies.series`). An upload holding more than one study is refused
+        (``mixed_studies``, naming how many): answering for one of them would silently drop the rest.
+        Of several series of the study the largest is read, or the one ``series_uid`` names. Files that
+        are not images (a DICOMDIR, a text file) or cannot be read are skipped and counted; a file over
+        the limits refuses the upload. Slices are scored in batches of ``batch_size``, one model call
+        (one vision pass) per batch, with heatmaps when ``heatmaps`` (the overlays need them). The folder
+        is deleted before this returns.
+        """
+        from medic_ad.serve.uploads import StudyFolder
+        from medic_ad.studies.job import score_series
+        from medic_ad.studies.series import group_files
+
+        config = _study_config(slices, window, score, heatmaps, self.batch_size, name)
+        items = [uploads] if isinstance(uploads, (bytes, bytearray, memoryview)) else list(uploads)
+        if not items:
+            raise SanityError("empty_file", "no files uploaded", name=name)
+        started = time.perf_counter()
+        kept: dict[int, MedicalImage] = {}
+        with StudyFolder(self.limits, tmp_dir=self.tmp_dir, name=name) as folder:
+            for data in items:
+                folder.add(data)
+            images = self._study_images(folder.files, name)
+            series, failed = group_files(images)
+            skipped = folder.left_out + len(folder.files) - len(images) + len(failed)
+            if not images:
+                raise SanityError("not_an_image", f"none of the {len(folder.files)} uploaded file(s) is an image "
+                                                  "(PNG, JPEG, TIFF, DICOM, NIfTI)", name=name)
+            if not series:
+                raise SanityError("unreadable", f"none of the {len(images)} uploaded image file(s) can be read",
+                                  name=name)
+            studies = {s.study_uid for s in series}
+            if len(studies) > 1:
+                raise SanityError("mixed_studies", f"the upload holds {len(studies)} studies ({len(series)} series); "
+                                                   "send one study at a time", name=name)
+            chosen, notes = _choose_series(series, series_uid, name)
+            with self._lock:
+                result = score_series(self.model, chosen, config, on_slice=kept.__setitem__)
+        if result.status != "ok":
+            where = str(result.reason or "").split(":", 1)[0]  # "slice N"; the rest may quote a temp path
+            raise SanityError("unreadable", f"{where or 'a slice'} of the series cannot be decoded", name=name)
+        if skipped:
+            notes.append(f"{skipped} uploaded file(s) skipped: not images of this study, or unreadable")
+        if result.reason:
+            notes.append(result.reason)  # how the slices were ordered, when not by position
+        result.answer = _printable(result.answer or "")
+        shown = [kept[p] for p in result.slice_indices]
+        maps = None
+        if heatmaps and result.heatmaps is not None:
+            maps = [_checked_map(m, im) for m, im in zip(result.heatmaps, shown)]
+        result.heatmaps = None  # the per-slice maps above, at each slice's own size, replace the volume
+        log.info("study: %d of %d slice(s) of 1 of %d series in %.2f s", len(shown), result.n_slices, len(series),
+                 time.perf_counter() - started)
+        return ServedStudy(result=result, score_rule=str(config.score), modality=chosen.modality,
+                           images=[_display(im) for im in shown], heatmaps=maps, series_found=len(series),
+                           files_read=len(images) - len(failed), files_skipped=skipped, notes=notes)
+
+    def _study_images(self, files: list[Path], name: str) -> list[Path]:
+        """The files that are images by their header; over-limit files refuse the upload, non-images are left out."""
+        out = []
+        for k, path in enumerate(files, 1):
+            try:
+                probe(path, limits=self.limits, name=f"{name} file {k}")
+            except SanityError as exc:
+                if exc.reason in ("not_an_image", "empty_file"):
+                    continue
+                raise
+            out.append(path)
+        return out
+
+
+def _study_config(slices: str | int, window: str | None, score: str, heatmaps: bool, batch_size: int, name: str):
+    """The archive job's options from the request's words; a bad one is a ``bad_option`` refusal."""
+    from medic_ad.data.io.transforms import parse_window
+    from medic_ad.studies.job import PredictConfig
+    from medic_ad.studies.scoring import ScoreRule, parse_slices
+
+    try:
+        return PredictConfig(slices=parse_slices(slices if slices not in (None, "") else "all"),
+                             window=parse_window(window) if window else None, score=ScoreRule.parse(score or "max"),
+                             explain=heatmaps, batch_size=batch_size, num_workers=0, progress=False)
+    except ValueError as exc:
+        raise SanityError("bad_option", str(exc).replace("--", ""), name=name) from None
+
+
+def _display(image: MedicalImage) -> np.ndarray:
+    """8-bit pixels to draw a slice from: a quarter of the float image's memory, kept while the study is shown."""
+    from medic_ad.serve.overlay import grey_rgb
+
+    u8 = grey_rgb(image)
+    return u8[:, :, 0] if image.pixels.ndim == 2 else u8
+
+
+def _choose_series(series: list, series_uid: str | None, name: str):
+    """(the series to read, notes): the one named, else the largest (the first by UID among equals)."""
+    if series_uid:
+        named = [s for s in series if s.series_uid == series_uid.strip()]
+        if not named:
+            raise SanityError("bad_option", f"no series with that SeriesInstanceUID among the {len(series)} series "
+                                            "of the upload", name=name)
+        return named[0], []
+    chosen = max(series, key=lambda s: s.n_slices)  # max keeps the first of equals: series are sorted by UID
+    notes = []
+    if len(series) > 1:
+        notes.append(f"the study holds {len(series)} series; the largest ({chosen.n_slices} slices) was read "
+                     "(name another with series_uid)")
+    return chosen, notes
 
 
 def _finish(result: Detection, image: MedicalImage) -> Detection:

@@ -1,7 +1,9 @@
-"""Web UI (Gradio Blocks): one study -> answer, score, heatmap overlay; prior + current -> change map.
+"""Web UI (Gradio Blocks): one image -> answer, score, heatmap overlay; prior + current -> change map;
+a series (several files or a zip) -> the study's answer and a slice scroller of overlays.
 
 The handlers are plain functions of a :class:`~medic_ad.serve.service.Service` (``detect_study``,
-``compare_studies``, ``redraw_*``), so tests call exactly what the browser triggers. A refusal is
+``compare_studies``, ``analyse_series``, ``redraw_*``, ``show_slice``), so tests call exactly what the
+browser triggers. A refusal is
 shown as a readable message in the answer box, with its reason code, never as a stack trace.
 
 Uploads arrive as bytes (``gr.File(type="binary")``) and go through the same sanity checks as the
@@ -21,13 +23,15 @@ from medic_ad.serve.overlay import comparison_png, overlay_png
 from medic_ad.serve.sanity import SanityError
 from medic_ad.serve.service import Service
 
-__all__ = ["build_ui", "compare_studies", "detect_study", "redraw_comparison", "redraw_overlay"]
+__all__ = ["analyse_series", "build_ui", "compare_studies", "detect_study", "redraw_comparison", "redraw_overlay",
+           "show_slice"]
 
 INTRO = (
     "# MEDIC-AD\n"
     "Upload one study for an answer to *Is there any abnormality in this image?*, a score P(abnormal) and a "
     "heatmap; or a prior and a current study of one patient for *worsened / improved / no change* and a change "
-    "map. PNG, JPEG, TIFF, DICOM and NIfTI are read from their content. **Research use only — not a medical "
+    "map; or a whole series (its DICOM files, or a zip of them) for the study's answer and every slice's "
+    "heatmap. PNG, JPEG, TIFF, DICOM and NIfTI are read from their content. **Research use only — not a medical "
     "device.**"
 )
 
@@ -112,6 +116,49 @@ def redraw_comparison(state: Any, alpha: float) -> np.ndarray | None:
                                         title=title))
 
 
+def analyse_series(service: Service, uploads: list[bytes] | bytes | None, slices: Any = "all",
+                   window: str | None = None, alpha: float = 0.5) -> tuple[str, Any, np.ndarray | None, str, Any]:
+    """(answer markdown, slider update, key slice's overlay, slice caption, state for the scroller).
+
+    The slider runs over the scored slices (0 ... count - 1) and starts at the key slice.
+    """
+    import gradio as gr
+
+    hidden = gr.update(visible=False, value=0, minimum=0, maximum=1)
+    if not uploads:
+        uploads = None
+    try:
+        if uploads is None:
+            raise SanityError("empty_file", "no files uploaded yet", name="study")
+        study = service.study(uploads, slices=slices or "all", window=window or None)
+    except SanityError as exc:
+        return _refusal(exc), hidden, None, "", None
+    except ValueError as exc:
+        return f"### Could not process this study\n{str(exc).splitlines()[0][:300]}", hidden, None, "", None
+    r = study.result
+    lines = [f"### Answer: {study.verdict}",
+             f"**Study score** P(abnormal) = **{r.score:.3f}** ({study.score_rule} over {len(r.slice_indices)} "
+             f"of {r.n_slices} slices)",
+             f"**Key slice**: {r.key_slice_index} (slices are numbered 0\u2013{r.n_slices - 1} along the slice "
+             "normal, inferior first for axial CT)",
+             f"Model's words on the key slice: `{(r.answer or '').strip() or '(empty)'}`"]
+    if study.modality:
+        lines.append(f"Series: {study.modality}, {r.n_slices} slices")
+    lines += [f"- {note}" for note in study.notes]
+    last = len(r.slice_indices) - 1
+    slider = gr.update(visible=last > 0, minimum=0, maximum=max(last, 1), value=study.key, step=1)
+    picture, caption = show_slice(study, study.key, alpha)
+    return "\n\n".join(lines), slider, picture, caption, study
+
+
+def show_slice(state: Any, k: Any, alpha: float) -> tuple[np.ndarray | None, str]:
+    """Scored slice ``k``'s overlay at opacity ``alpha`` and its caption (no model call)."""
+    if not state:
+        return None, ""
+    k = int(np.clip(int(round(float(k or 0))), 0, len(state.images) - 1))
+    return _png_to_array(state.overlay_png(k, alpha=float(alpha))), f"**{state.slice_title(k)}**"
+
+
 def build_ui(service: Service, *, max_waiting: int = 8):
     """The Blocks app; mount it with ``gr.mount_gradio_app`` (``medic_ad.serve.api.create_app(ui=True)``)."""
     import gradio as gr
@@ -161,5 +208,35 @@ def build_ui(service: Service, *, max_waiting: int = 8):
                              [prior, current, region, pframe, pslice, cmp_opacity],
                              [cmp_answer, probs, sidebyside, cmp_state], api_name="compare")
             cmp_opacity.change(redraw_comparison, [cmp_state, cmp_opacity], [sidebyside], api_name=False)
+
+        with gr.Tab("Study (series)", elem_id="tab-series"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    series_files = gr.File(label="A series: its DICOM files, a multi-frame DICOM, a NIfTI volume, "
+                                                 "or a zip of them", type="binary", file_count="multiple",
+                                           elem_id="series-files")
+                    with gr.Accordion("Slices and window", open=False):
+                        series_slices = gr.Textbox(label="slices: all, or N evenly spaced", value="all", max_lines=1)
+                        series_window = gr.Textbox(label="CT window: a name (brain, lung, ...) or centre/width",
+                                                   placeholder="the files' own", max_lines=1)
+                    series_button = gr.Button("Analyse the study", variant="primary", elem_id="series-button")
+                with gr.Column(scale=2):
+                    series_answer = gr.Markdown("Upload a series and press **Analyse the study**.",
+                                                elem_id="series-answer")
+                    series_slider = gr.Slider(0, 1, value=0, step=1, label="scored slice", visible=False,
+                                              elem_id="series-slider")
+                    series_caption = gr.Markdown("", elem_id="series-caption")
+                    series_opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="heatmap opacity",
+                                               elem_id="series-opacity")
+                    series_overlay = gr.Image(label="slice with heatmap", type="numpy", interactive=False,
+                                              elem_id="series-overlay", format="png")
+            series_state = gr.State(None)
+            series_button.click(lambda u, n, w, a: analyse_series(service, u, n, w, a),
+                                [series_files, series_slices, series_window, series_opacity],
+                                [series_answer, series_slider, series_overlay, series_caption, series_state],
+                                api_name="study")
+            for control in (series_slider, series_opacity):
+                control.change(show_slice, [series_state, series_slider, series_opacity],
+                               [series_overlay, series_caption], api_name=False)
     demo.queue(max_size=max(1, max_waiting), default_concurrency_limit=1)
     return demo

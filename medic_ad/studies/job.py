@@ -12,10 +12,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from medic_ad.data.io import MedicalImage
 from medic_ad.studies import records
 from medic_ad.studies.dataset import SliceDataset, slice_loader
 from medic_ad.studies.result import StudyResult
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from medic_ad.models.interface import MedicalVLM
     from medic_ad.studies.dicom_objects import DicomOutput
 
-__all__ = ["JobSummary", "PredictConfig", "STUDIES", "predict_studies", "study_key"]
+__all__ = ["JobSummary", "PredictConfig", "STUDIES", "predict_studies", "score_series", "study_key"]
 
 log = logging.getLogger("medic_ad.studies")
 
@@ -162,8 +163,21 @@ def predict_studies(model: "MedicalVLM", series: list[Series], failed: list[Stud
     return summary
 
 
+def score_series(model: "MedicalVLM", series: Series, config: PredictConfig, *,
+                 on_slice: Callable[[int, MedicalImage], None] | None = None) -> StudyResult:
+    """One series through the archive job's batches, in memory (nothing written): its :class:`StudyResult`.
+
+    ``on_slice(position, image)`` sees each decoded slice the model scored, for callers that draw
+    them afterwards (the web UI's slice scroller) without decoding them twice.
+    """
+    results: list[StudyResult] = []
+    _run_series(model, [series], config, None, results.append,
+                on_slice=None if on_slice is None else (lambda _i, p, im: on_slice(p, im)))
+    return results[0]
+
+
 def _run_series(model: "MedicalVLM", todo: list[Series], config: PredictConfig, dicom: "DicomOutput | None",
-                emit) -> None:
+                emit, *, on_slice: Callable[[int, int, MedicalImage], None] | None = None) -> None:
     picks = [pick_slices(s.n_slices, config.slices) for s in todo]
     pending = {i: _Pending(p) for i, p in enumerate(picks)}
     dataset = SliceDataset(todo, picks, config.window)
@@ -192,6 +206,8 @@ def _run_series(model: "MedicalVLM", todo: list[Series], config: PredictConfig, 
             else:
                 outs = model.detect(images, batch_size=len(images))
             for item, r in zip(ready, outs):
+                if on_slice is not None:
+                    on_slice(item.series, item.position, item.image)
                 p = pending[item.series]
                 p.scores[item.position] = float(r.score)
                 p.answers[item.position] = str(r.answer)

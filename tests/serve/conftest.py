@@ -11,6 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serve_helpers import SECRET_ID, SECRET_NAME  # noqa: E402
 
+# the study builders (DICOM CT series, NIfTI volumes) are shared with tests/studies
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+
 
 @pytest.fixture(scope="session")
 def br35h(shared_data) -> list[Path]:
@@ -52,3 +55,20 @@ def private_dicom(tmp_path, dicom_file) -> Path:
     ds.save_as(path)
     assert SECRET_NAME.encode() in path.read_bytes()
     return path
+
+
+@pytest.fixture(scope="session")
+def ct_study(tmp_path_factory):
+    """A 5-slice CT series carrying a patient's fields (``PHI``), its files and a zip of them whose member
+    names carry the patient's name too: ``(built, zip_path)``."""
+    import zipfile
+
+    from study_builders import PHI, write_ct_series
+
+    folder = tmp_path_factory.mktemp("ct_study")
+    built = write_ct_series(folder / "files", n=5, lesion=(2,), phi=True, seed=7)
+    zip_path = folder / "series.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in built.files:
+            z.write(f, f"{PHI['PatientName']}/{f.name}")
+    return built, zip_path

@@ -98,3 +98,35 @@ def test_compare_in_the_browser(page, cxr_pair, tmp_path) -> None:
     assert "Answer:" in answer.inner_text()
     page.locator("#sidebyside img").first.wait_for()
     _save(page, tmp_path, "ui_compare.png")
+
+
+def test_study_in_the_browser(page, ct_study, tmp_path) -> None:
+    """A zip of a CT series in the Study tab: the answer, then the slice scroller moves the shown slice."""
+    page.get_by_role("tab", name="Study (series)").click()
+    _, zip_path = ct_study
+    _upload(page, "series-files", zip_path)
+    page.click("#series-button")
+    answer = page.locator("#series-answer")
+    answer.get_by_text("Study score").wait_for()
+    text = answer.inner_text()
+    assert "Answer:" in text and "Key slice" in text
+    caption = page.locator("#series-caption")
+    caption.get_by_text("key slice").wait_for()
+    page.locator("#series-overlay img").first.wait_for()
+    first = caption.inner_text()
+    before = page.locator("#series-overlay img").first.get_attribute("src")
+    _save(page, tmp_path, "ui_study.png")
+
+    scroller = page.locator("#series-slider input[type=range]")
+    key = int(scroller.input_value())
+    scroller.focus()
+    page.keyboard.press("ArrowLeft" if key > 0 else "ArrowRight")
+    # the caption of another slice, once the redraw is done (a pending one shows a timer beside the old text)
+    page.wait_for_function("sel => { const t = document.querySelector(sel).innerText;"
+                           " return t.includes('score') && !t.includes('key slice') && !/\\ds/.test(t); }",
+                           arg="#series-caption")
+    moved = caption.inner_text().strip()
+    assert moved != first and moved.startswith("slice ") and "score" in moved
+    page.wait_for_function("([sel, old]) => document.querySelector(sel).getAttribute('src') !== old",
+                           arg=["#series-overlay img", before])
+    _save(page, tmp_path, "ui_study_scrolled.png")
