@@ -22,7 +22,7 @@ __all__ = ["MANUFACTURER", "RESEARCH_ONLY", "SERIES_NUMBERS", "Algorithm", "chec
 MANUFACTURER = "medic-ad"
 RESEARCH_ONLY = "research use only"
 #: series numbers of the objects in their study, far above any scanner's so they sort after the images
-SERIES_NUMBERS = {"sr": 9901, "heatmap": 9902, "overlay": 9903}
+SERIES_NUMBERS = {"sr": 9901, "heatmap": 9902, "overlay": 9903, "comparison": 9904}
 
 # attributes a writer reads from every source slice
 _REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality")

@@ -1,7 +1,8 @@
 """Writing one study's objects to disk: each file appears whole or not at all.
 
 Layout: ``out_dir/<StudyInstanceUID>/<source SeriesInstanceUID>.<kind>.dcm`` with kind ``sr``,
-``heatmap`` or ``overlay``. Each object is written to a temporary file in the same folder, flushed
+``heatmap`` or ``overlay``; a comparison SR is ``<current series>.comparison.<prior series>.dcm`` in
+the current study's folder. Each object is written to a temporary file in the same folder, flushed
 to disk, then renamed over its name, so a killed run leaves either the old file or the new one and
 a rerun's check "does the file exist" means "is it complete".
 """
@@ -16,12 +17,13 @@ from typing import Sequence
 import pydicom
 
 from medic_ad.dicom_out.common import Algorithm
+from medic_ad.dicom_out.comparison import build_comparison_sr, comparison_path
 from medic_ad.dicom_out.heatmap import build_heatmap_object
 from medic_ad.dicom_out.overlay import build_overlay_capture
 from medic_ad.dicom_out.sr import build_sr
 from medic_ad.studies.result import StudyResult
 
-__all__ = ["object_path", "save_atomic", "write_study_objects"]
+__all__ = ["object_path", "save_atomic", "write_comparison_objects", "write_study_objects"]
 
 
 def object_path(out_dir: Path, study_uid: str, series_uid: str, kind: str) -> Path:
@@ -61,3 +63,13 @@ def write_study_objects(result: StudyResult, sources: Sequence[pydicom.Dataset],
         built["overlay"] = build_overlay_capture(result, sources, algorithm)
     return [save_atomic(ds, object_path(out_dir, result.study_uid, result.series_uid, kind))
             for kind, ds in built.items()]
+
+
+def write_comparison_objects(row: dict, current: Sequence[pydicom.Dataset], prior: Sequence[pydicom.Dataset],
+                             out_dir: Path, *, model_name: str, model_version: str, checkpoint_digest: str) -> Path:
+    """Write the comparison SR of one ``comparisons.jsonl`` row into the current study; returns its path.
+
+    ``current`` / ``prior``: the two series, ordered as the row's slice indices count them.
+    """
+    algorithm = Algorithm(model_name, model_version, checkpoint_digest)
+    return save_atomic(build_comparison_sr(row, current, prior, algorithm), comparison_path(out_dir, row))

@@ -2,7 +2,8 @@
 
 Per rank: skip what is done, decode this rank's slices in DataLoader workers, run the model on
 batches of slices (batches may span studies), and as soon as a study's last slice is scored write
-its DICOM objects, then append its row. Then, after every rank is through, rank 0 merges the parts.
+its DICOM objects (and store them, with ``--store``), then append its row; a study whose store
+failed gets no row, so a rerun retries it. Then, after every rank is through, rank 0 merges the parts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from medic_ad.data.io import MedicalImage
 from medic_ad.studies import records
 from medic_ad.studies.dataset import SliceDataset, slice_loader
+from medic_ad.studies.dicom_objects import StoreError
 from medic_ad.studies.result import StudyResult
 from medic_ad.studies.scoring import ScoreRule, pick_slices
 from medic_ad.studies.series import Series
@@ -62,6 +64,8 @@ class JobSummary:
     failed: int = 0
     seconds: float = 0.0
     stopped: bool = False
+    #: studies whose objects were written but not stored (``--store``): no row, so a rerun retries them
+    not_stored: int = 0
     results: list[StudyResult] = field(default_factory=list)
 
 
@@ -147,7 +151,13 @@ def predict_studies(model: "MedicalVLM", series: list[Series], failed: list[Stud
 
             for row in todo_failed:
                 emit(row)
-            _run_series(model, todo, config, dicom, emit)
+            def not_stored(result: StudyResult, err: Exception) -> None:
+                log.warning("study %s not stored, a rerun retries it: %s", result.study_uid, err)
+                summary.not_stored += 1
+                if bar is not None:
+                    bar.update(1)
+
+            _run_series(model, todo, config, dicom, emit, not_stored)
     except _Stop:
         summary.stopped = True
     finally:
@@ -177,7 +187,7 @@ def score_series(model: "MedicalVLM", series: Series, config: PredictConfig, *,
 
 
 def _run_series(model: "MedicalVLM", todo: list[Series], config: PredictConfig, dicom: "DicomOutput | None",
-                emit, *, on_slice: Callable[[int, int, MedicalImage], None] | None = None) -> None:
+                emit, not_stored=None, *, on_slice: Callable[[int, int, MedicalImage], None] | None = None) -> None:
     picks = [pick_slices(s.n_slices, config.slices) for s in todo]
     pending = {i: _Pending(p) for i, p in enumerate(picks)}
     dataset = SliceDataset(todo, picks, config.window)
@@ -188,9 +198,16 @@ def _run_series(model: "MedicalVLM", todo: list[Series], config: PredictConfig, 
         nonlocal next_to_emit
         while next_to_emit < len(todo) and pending[next_to_emit].complete:
             result = _finish(todo[next_to_emit], pending.pop(next_to_emit), config)
-            if dicom is not None:
-                result = _write_dicom(dicom, result, todo[next_to_emit])
+            series = todo[next_to_emit]
             next_to_emit += 1
+            if dicom is not None:
+                try:
+                    result = _write_dicom(dicom, result, series)
+                except StoreError as err:
+                    if not_stored is None:
+                        raise
+                    not_stored(result, err)
+                    continue
             emit(result)
 
     drain()  # series without slices to score (none today) would finish here
@@ -219,6 +236,8 @@ def _run_series(model: "MedicalVLM", todo: list[Series], config: PredictConfig, 
 def _write_dicom(dicom: "DicomOutput", result: StudyResult, series: Series) -> StudyResult:
     try:
         dicom.write(result, series)
+    except StoreError:
+        raise
     except Exception as exc:  # the writer's own messages may quote header values: only its type goes out
         log.warning("DICOM output failed for one study (%s)", type(exc).__name__)
         result.status, result.reason = "failed", f"DICOM output failed ({type(exc).__name__})"

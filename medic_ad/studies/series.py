@@ -36,8 +36,11 @@ log = logging.getLogger("medic_ad.studies")
 _HEADER_TAGS = [
     "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality", "StudyDate", "PatientID",
     "ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber", "NumberOfFrames", "Rows", "Columns",
-    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "Manufacturer",
 ]
+#: the Manufacturer of the objects medic-ad writes (``dicom_out``): a study fetched back from a PACS holds
+#: them, and a heatmap Parametric Map has pixels, but they are results, never inputs
+OWN_MANUFACTURER = "medic-ad"
 #: |cos| below which two slice orientations count as the same plane
 _SAME_PLANE = 1e-3
 
@@ -244,7 +247,7 @@ def group_files(paths: Iterable[Path]) -> tuple[list[Series], list[StudyResult]]
     """Series (sorted by study and series UID, slices in order) and a failed row per unreadable file.
 
     A DICOM object without an image (no Rows/Columns: a structured report, a presentation state) is
-    not a slice: it is skipped, logged by count only.
+    not a slice, nor is an object medic-ad wrote: they are skipped, logged by count only.
     """
     dicom: dict[tuple[str, str], list[_DicomSlice]] = defaultdict(list)
     info: dict[tuple[str, str], dict[str, Any]] = {}
@@ -269,7 +272,7 @@ def group_files(paths: Iterable[Path]) -> tuple[list[Series], list[StudyResult]]
             if not has_image and not (study and ser):
                 failed.append(_failed(path, "corrupt DICOM header (no image and no study/series UIDs)"))
                 continue
-            if not has_image:
+            if not has_image or str(ds.get("Manufacturer", "")).strip() == OWN_MANUFACTURER:
                 skipped += 1
                 continue
             if not study or not ser:
@@ -293,7 +296,7 @@ def group_files(paths: Iterable[Path]) -> tuple[list[Series], list[StudyResult]]
         else:
             failed.append(_failed(path, "not a DICOM, NIfTI or image file"))
     if skipped:
-        log.info("skipped %d DICOM object(s) without an image", skipped)
+        log.info("skipped %d DICOM object(s) without an image or written by medic-ad", skipped)
     for key, slices in dicom.items():
         refs, reason = _order(slices)
         series.append(Series(key[0], key[1], "dicom", refs, order_reason=reason, **info[key]))

@@ -1,0 +1,139 @@
+"""``medic-ad predict --out DIR`` writes the DICOM objects through the seam: read back, resumed, comparison SR."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+from pydicom.sr.codedict import codes
+from pydicom.uid import ParametricMapStorage, SecondaryCaptureImageStorage
+
+from study_builders import write_ct_series, write_nifti_volume
+
+pytest.importorskip("medic_ad.dicom_out")
+
+
+@pytest.fixture
+def predict(capsys):
+    from medic_ad.cli.main import main
+
+    def run(*argv) -> tuple[int, str]:
+        code = main(["predict", *map(str, argv), "--model-type", "dummy", "--num-workers", "0", "--no-progress"])
+        return code, capsys.readouterr().err
+
+    return run
+
+
+def _rows(out: Path, name: str = "studies") -> dict[str, dict]:
+    """Rows by (current) study UID."""
+    rows = map(json.loads, (out / f"{name}.jsonl").read_text().splitlines())
+    return {r.get("study_uid", r.get("current_study_uid")): r for r in rows}
+
+
+def _objects(out: Path) -> dict[str, float]:
+    """Every file under DIR/dicom with its modification time."""
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted((out / "dicom").rglob("*")) if p.is_file()}
+
+
+def test_predict_writes_sr_heatmap_and_overlay_and_a_rerun_keeps_them(predict, tmp_path):
+    built = write_ct_series(tmp_path / "in", n=5, lesion=(1, 3))
+    out = tmp_path / "o"
+    code, err = predict(tmp_path / "in", "--out", out, "--explain", "--overlay")
+    assert code == 0, err
+    row = _rows(out)[built.study_uid]
+    assert row["status"] == "ok"
+    folder = out / "dicom" / built.study_uid
+    assert sorted(p.name for p in folder.iterdir()) == [f"{built.series_uid}.{k}.dcm"
+                                                        for k in ("heatmap", "overlay", "sr")]
+
+    sr = hd.sr.srread(folder / f"{built.series_uid}.sr.dcm")
+    (group,) = sr.content.get_image_measurement_groups()
+    (score,) = group.get_measurements(name=codes.DCM.Probability)
+    assert score.value == pytest.approx(row["score"], abs=1e-6)
+    assert group.finding_type == (codes.SCT.Abnormal if row["abnormal"] else codes.SCT.Normal)
+    (key,) = group.source_images
+    assert key.referenced_sop_instance_uid == row["key_sop_uid"] == built.sop_uids[row["key_slice_index"]]
+    (evidence,) = sr.CurrentRequestedProcedureEvidenceSequence
+    assert evidence.ReferencedSeriesSequence[0].SeriesInstanceUID == built.series_uid
+
+    pm = pydicom.dcmread(folder / f"{built.series_uid}.heatmap.dcm")
+    assert pm.SOPClassUID == ParametricMapStorage
+    assert [s.SeriesInstanceUID for s in pm.ReferencedSeriesSequence] == [built.series_uid]
+    assert int(pm.NumberOfFrames) == 5
+    sc = pydicom.dcmread(folder / f"{built.series_uid}.overlay.dcm")
+    assert sc.SOPClassUID == SecondaryCaptureImageStorage
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == row["key_sop_uid"]
+
+    before = _objects(out)
+    code, err = predict(tmp_path / "in", "--out", out, "--explain", "--overlay")
+    assert code == 0 and "1 already done" in err
+    assert _objects(out) == before  # skipped: not rewritten, not duplicated
+    assert len(_rows(out)) == 1
+
+
+def test_without_explain_only_the_sr(predict, tmp_path):
+    built = write_ct_series(tmp_path / "in", n=3)
+    assert predict(tmp_path / "in", "--out", tmp_path / "o")[0] == 0
+    assert list(_objects(tmp_path / "o")) == [f"dicom/{built.study_uid}/{built.series_uid}.sr.dcm"]
+
+
+def test_overlay_needs_explain(predict, tmp_path):
+    write_ct_series(tmp_path / "in", n=3)
+    code, err = predict(tmp_path / "in", "--out", tmp_path / "o", "--overlay")
+    assert code == 2 and "--explain" in err
+
+
+def test_radiograph_and_nifti_are_one_log_line_each(predict, tmp_path, caplog):
+    radiograph = write_ct_series(tmp_path / "in" / "dx", n=1)
+    for path in radiograph.files:  # a projection image: no frame of reference
+        ds = pydicom.dcmread(path)
+        del ds.FrameOfReferenceUID
+        ds.save_as(path, enforce_file_format=True)
+    write_nifti_volume(tmp_path / "in" / "vol.nii.gz")
+    caplog.set_level(logging.INFO, logger="medic_ad")
+    code, err = predict(tmp_path / "in", "--out", tmp_path / "o", "--explain")
+    assert code == 0, err
+    rows = _rows(tmp_path / "o")
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows.values())
+    assert list(_objects(tmp_path / "o")) == [f"dicom/{radiograph.study_uid}/{radiograph.series_uid}.sr.dcm"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("no heatmap Parametric Map" in m and "Frame of Reference" in m for m in messages) == 1
+    assert sum("no DICOM objects for a NIfTI input" in m for m in messages) == 1
+
+
+def test_comparison_sr_references_both_studies(predict, tmp_path):
+    prior = write_ct_series(tmp_path / "in" / "a", n=4, lesion=(1,), patient_id="PA", study_date="20230101", seed=1)
+    current = write_ct_series(tmp_path / "in" / "b", n=4, lesion=(1, 2, 3), patient_id="PA", study_date="20240101",
+                              seed=2)
+    out = tmp_path / "o"
+    code, err = predict(tmp_path / "in", "--out", out, "--compare")
+    assert code == 0, err
+    (row,) = _rows(out, "comparisons").values()
+    assert row["status"] == "ok" and row["prior_study_uid"] == prior.study_uid
+    path = out / "dicom" / current.study_uid / f"{current.series_uid}.comparison.{prior.series_uid}.dcm"
+    sr = hd.sr.srread(path)
+    assert sr.StudyInstanceUID == current.study_uid and sr.VerificationFlag == "UNVERIFIED"
+    assert "research use only" in sr.SeriesDescription
+
+    from medic_ad.dicom_out.comparison import CHANGE_CODES, PROBABILITY_CODES
+
+    (group,) = sr.content.get_image_measurement_groups()
+    assert group.finding_type == CHANGE_CODES[row["label"]]
+    for label, p in row["probs"].items():
+        (m,) = group.get_measurements(name=PROBABILITY_CODES[label])
+        assert m.value == pytest.approx(p, abs=1e-6)
+    refs = [s.referenced_sop_instance_uid for s in group.source_images]
+    assert refs == [current.sop_uids[row["current_slice_index"]], prior.sop_uids[row["prior_slice_index"]]]
+    (now,) = sr.CurrentRequestedProcedureEvidenceSequence
+    (other,) = sr.PertinentOtherEvidenceSequence
+    assert (now.StudyInstanceUID, now.ReferencedSeriesSequence[0].SeriesInstanceUID) == (current.study_uid,
+                                                                                           current.series_uid)
+    assert (other.StudyInstanceUID, other.ReferencedSeriesSequence[0].SeriesInstanceUID) == (prior.study_uid,
+                                                                                             prior.series_uid)
+    before = _objects(out)
+    assert predict(tmp_path / "in", "--out", out, "--compare")[0] == 0
+    assert _objects(out) == before
