@@ -17,7 +17,7 @@ import pydicom
 from pydicom.uid import generate_uid
 
 __all__ = ["MANUFACTURER", "RESEARCH_ONLY", "SERIES_NUMBERS", "Algorithm", "check_sources", "derived_uid",
-           "series_description"]
+           "object_identity", "series_description"]
 
 MANUFACTURER = "medic-ad"
 RESEARCH_ONLY = "research use only"
@@ -44,6 +44,20 @@ class Algorithm:
 def derived_uid(algorithm: Algorithm, series_uid: str, kind: str) -> str:
     """A UID fixed by the source series, the checkpoint and the kind of object (``sr``, ``heatmap``, ...)."""
     return generate_uid(entropy_srcs=["medic-ad", algorithm.checkpoint_digest, series_uid, kind])
+
+
+def object_identity(algorithm: Algorithm, key: str, kind: str) -> dict[str, object]:
+    """The arguments every highdicom object takes alike: its series and SOP Instance UIDs (derived from
+    ``key``, the source series or pair, and ``kind``), its series number, and the device that made it."""
+    return {"series_instance_uid": derived_uid(algorithm, key, f"{kind}-series"),
+            "series_number": SERIES_NUMBERS[kind],
+            "sop_instance_uid": derived_uid(algorithm, key, kind),
+            "instance_number": 1,
+            "manufacturer": MANUFACTURER,
+            "manufacturer_model_name": algorithm.label,
+            "software_versions": algorithm.version,
+            # DeviceSerialNumber is LO (64 characters); the whole digest is in the SR's algorithm context
+            "device_serial_number": algorithm.checkpoint_digest[:64]}
 
 
 def series_description(kind: str) -> str:

@@ -24,9 +24,8 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from medic_ad.dicom_out.common import (MANUFACTURER, SERIES_NUMBERS, Algorithm, check_sources, derived_uid,
-                                       series_description)
-from medic_ad.dicom_out.sr import ANSWER_CONCEPT, QUALITATIVE_EVALUATIONS
+from medic_ad.dicom_out.common import Algorithm, check_sources, derived_uid, object_identity, series_description
+from medic_ad.dicom_out.sr import answer_container, observer
 
 __all__ = ["CHANGE_CODES", "CHANGE_CONCEPT", "PROBABILITY_CODES", "build_comparison_sr", "comparison_path"]
 
@@ -74,18 +73,7 @@ def build_comparison_sr(row: dict[str, Any], current: Sequence[pydicom.Dataset],
     label = row["label"]
     probs = {k: float(v) for k, v in (row.get("probs") or {}).items() if k in PROBABILITY_CODES}
 
-    algorithm_id = hd.sr.AlgorithmIdentification(
-        name=algorithm.name, version=algorithm.version, parameters=[f"checkpoint {algorithm.checkpoint_digest}"],
-        manufacturer=MANUFACTURER,
-    )
-    device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=derived_uid(algorithm, "device", "observer"), name=algorithm.name, manufacturer_name=MANUFACTURER,
-        model_name=algorithm.label, serial_number=algorithm.checkpoint_digest,
-    )
-    context = hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(observer_type=codes.DCM.Device,
-                                                      observer_identifying_attributes=device),
-    )
+    algorithm_id, context = observer(algorithm)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(algorithm, pair_uid, "comparison-finding"),
                                                      identifier="MEDIC-AD comparison with prior study"),
@@ -99,23 +87,12 @@ def build_comparison_sr(row: dict[str, Any], current: Sequence[pydicom.Dataset],
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=codes.SCT.ImagingProcedure,
                                      imaging_measurements=[group])
     summary = f"{label} since the prior study " + ", ".join(f"P({k}) {v:.3f}" for k, v in probs.items())
-    evaluations = hd.sr.ContainerContentItem(name=QUALITATIVE_EVALUATIONS,
-                                             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-    evaluations.ContentSequence = hd.sr.ContentSequence([hd.sr.TextContentItem(
-        name=ANSWER_CONCEPT, value=summary, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)])
-    report[0].ContentSequence.append(evaluations)
+    report[0].ContentSequence.append(answer_container(summary))
 
     return hd.sr.Comprehensive3DSR(
         evidence=[*current, *prior],  # current first: the SR's patient and study modules come from evidence[0]
         content=report[0],
-        series_instance_uid=derived_uid(algorithm, pair_uid, "comparison-series"),
-        series_number=SERIES_NUMBERS["comparison"],
-        sop_instance_uid=derived_uid(algorithm, pair_uid, "comparison"),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=algorithm.label,
-        software_versions=algorithm.version,
-        device_serial_number=algorithm.checkpoint_digest[:64],
+        **object_identity(algorithm, pair_uid, "comparison"),
         is_complete=True,
         is_final=False,
         is_verified=False,

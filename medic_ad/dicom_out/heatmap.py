@@ -16,8 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from medic_ad.dicom_out.common import (MANUFACTURER, SERIES_NUMBERS, Algorithm, check_sources, derived_uid,
-                                       series_description)
+from medic_ad.dicom_out.common import Algorithm, check_sources, object_identity, series_description
 from medic_ad.serve.overlay import resize_map
 from medic_ad.studies.result import StudyResult
 
@@ -66,14 +65,7 @@ def build_heatmap_object(result: StudyResult, sources: Sequence[pydicom.Dataset]
     return hd.pm.ParametricMap(
         source_images=slices,
         pixel_array=frames,
-        series_instance_uid=derived_uid(algorithm, result.series_uid, "heatmap-series"),
-        series_number=SERIES_NUMBERS["heatmap"],
-        sop_instance_uid=derived_uid(algorithm, result.series_uid, "heatmap"),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=algorithm.label,
-        software_versions=algorithm.version,
-        device_serial_number=algorithm.checkpoint_digest[:64],
+        **object_identity(algorithm, result.series_uid, "heatmap"),
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],

@@ -23,11 +23,11 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from medic_ad.dicom_out.common import (MANUFACTURER, SERIES_NUMBERS, Algorithm, check_sources, derived_uid,
+from medic_ad.dicom_out.common import (MANUFACTURER, Algorithm, check_sources, derived_uid, object_identity,
                                        series_description)
 from medic_ad.studies.result import StudyResult
 
-__all__ = ["ANSWER_CONCEPT", "QUALITATIVE_EVALUATIONS", "SCORE_CONCEPT", "build_sr"]
+__all__ = ["ANSWER_CONCEPT", "QUALITATIVE_EVALUATIONS", "SCORE_CONCEPT", "answer_container", "build_sr", "observer"]
 
 SCORE_CONCEPT = codes.DCM.Probability
 ANSWER_CONCEPT = codes.DCM.Impression
@@ -44,13 +44,8 @@ def _key_slice(result: StudyResult, sources: Sequence[pydicom.Dataset]) -> pydic
     return key
 
 
-def build_sr(result: StudyResult, sources: Sequence[pydicom.Dataset], algorithm: Algorithm) -> hd.sr.Comprehensive3DSR:
-    """The SR for ``result`` over its ordered source slices; patient and study modules come from them."""
-    check_sources(sources, result.study_uid, result.series_uid)
-    if result.status != "ok" or result.score is None or result.abnormal is None:
-        raise ValueError(f"study {result.study_uid} has no finished result to report (status {result.status})")
-    key = _key_slice(result, sources)
-
+def observer(algorithm: Algorithm) -> tuple[hd.sr.AlgorithmIdentification, hd.sr.ObservationContext]:
+    """The model as the SR's algorithm (name, version, checkpoint digest) and as its device observer."""
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name, version=algorithm.version, parameters=[f"checkpoint {algorithm.checkpoint_digest}"],
         manufacturer=MANUFACTURER,
@@ -66,6 +61,26 @@ def build_sr(result: StudyResult, sources: Sequence[pydicom.Dataset], algorithm:
         observer_device_context=hd.sr.ObserverContext(observer_type=codes.DCM.Device,
                                                       observer_identifying_attributes=device),
     )
+    return algorithm_id, context
+
+
+def answer_container(text: str) -> hd.sr.ContainerContentItem:
+    """The model's words as an Impression inside a "Qualitative Evaluations" container."""
+    evaluations = hd.sr.ContainerContentItem(name=QUALITATIVE_EVALUATIONS,
+                                             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    evaluations.ContentSequence = hd.sr.ContentSequence([hd.sr.TextContentItem(
+        name=ANSWER_CONCEPT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)])
+    return evaluations
+
+
+def build_sr(result: StudyResult, sources: Sequence[pydicom.Dataset], algorithm: Algorithm) -> hd.sr.Comprehensive3DSR:
+    """The SR for ``result`` over its ordered source slices; patient and study modules come from them."""
+    check_sources(sources, result.study_uid, result.series_uid)
+    if result.status != "ok" or result.score is None or result.abnormal is None:
+        raise ValueError(f"study {result.study_uid} has no finished result to report (status {result.status})")
+    key = _key_slice(result, sources)
+
+    algorithm_id, context = observer(algorithm)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derived_uid(algorithm, result.series_uid, "finding"), identifier="MEDIC-AD study finding"),
@@ -81,23 +96,12 @@ def build_sr(result: StudyResult, sources: Sequence[pydicom.Dataset], algorithm:
         imaging_measurements=[group],
     )
     if result.answer:
-        evaluations = hd.sr.ContainerContentItem(name=QUALITATIVE_EVALUATIONS,
-                                                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-        evaluations.ContentSequence = hd.sr.ContentSequence([hd.sr.TextContentItem(
-            name=ANSWER_CONCEPT, value=result.answer, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)])
-        report[0].ContentSequence.append(evaluations)
+        report[0].ContentSequence.append(answer_container(result.answer))
 
     return hd.sr.Comprehensive3DSR(
         evidence=list(sources),
         content=report[0],
-        series_instance_uid=derived_uid(algorithm, result.series_uid, "sr-series"),
-        series_number=SERIES_NUMBERS["sr"],
-        sop_instance_uid=derived_uid(algorithm, result.series_uid, "sr"),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=algorithm.label,
-        software_versions=algorithm.version,
-        device_serial_number=algorithm.checkpoint_digest[:64],
+        **object_identity(algorithm, result.series_uid, "sr"),
         is_complete=True,
         is_final=False,
         is_verified=False,
