@@ -16,7 +16,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from medic_ad.data.templates import ChatExample
-from medic_ad.models.decoding import generate_choice
+from medic_ad.models.decoding import generate_choice, option_tokens
 from medic_ad.models.interface import Choice, MedicalVLM, load_pil, register_model
 from medic_ad.models.qwen2_5_vl.backbone import Backbone, load_backbone
 
@@ -81,7 +81,7 @@ class BaselineVLM(MedicalVLM):
         inputs = self._batch(examples)
         out = generate_choice(lambda processors, n: self._generate_rows(inputs, n, processors),
                               head=self.backbone.get_output_embeddings(), processor=self.processor,
-                              choices=[self.processor.first_token_id(o) for o in options],
+                              choices=option_tokens(self.processor, options),
                               max_new_tokens=max_new_tokens, completions=list(options) if force else None,
                               force=force)
         return [Choice(answer=a, chosen=int(c), probs=p.tolist())

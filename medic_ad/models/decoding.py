@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList
 
-__all__ = ["ChoiceAnswers", "ConstrainedChoice", "generate_choice"]
+__all__ = ["ChoiceAnswers", "ConstrainedChoice", "generate_choice", "option_tokens"]
 
 
 @dataclass
@@ -92,6 +92,14 @@ class ConstrainedChoice(LogitsProcessor):
             token = torch.tensor([seq[min(step, len(seq) - 1)] for seq in
                                   (self.completions[c] for c in self.chosen.tolist())], device=scores.device)
         return torch.full_like(scores, float("-inf")).scatter_(1, token[:, None], 0.0)
+
+
+def option_tokens(processor: Any, options: Sequence[str]) -> list[int]:
+    """The token each option's answer starts with: what is scored. Options must start differently."""
+    tokens = [processor.first_token_id(option) for option in options]
+    if len(set(tokens)) != len(tokens):
+        raise ValueError(f"options {list(options)} do not start with distinct tokens; they cannot be scored")
+    return tokens
 
 
 GenerateRows = Callable[[LogitsProcessorList, int], list[list[int]]]

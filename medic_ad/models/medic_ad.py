@@ -33,7 +33,7 @@ from medic_ad.models.components.diff_processor import DiffProcessor
 from medic_ad.models.components.heatmap_decoder import HeatmapDecoder
 from medic_ad.models.components.qformer import group_indices
 from medic_ad.models.config import MedicADConfig
-from medic_ad.models.decoding import ChoiceAnswers, generate_choice
+from medic_ad.models.decoding import ChoiceAnswers, generate_choice, option_tokens
 from medic_ad.models.interface import Choice, MedicalVLM, load_pil, register_model
 from medic_ad.models.qwen2_5_vl.backbone import (Backbone, VisionFeatures, VisionTap, check_attn_implementation,
                                                  load_backbone)
@@ -72,7 +72,7 @@ class MedicADOutput(ModelOutput):
 
 @dataclass
 class _Encoded:
-    """What the vision side computed for one batch: the inputs of the LLM, the maps and the heatmaps."""
+    """What one vision pass computed for a batch: the LLM's ``<Ano>``/``<Diff>`` inputs and the anomaly maps."""
 
     feats: VisionFeatures
     ano_tokens: torch.Tensor
@@ -450,10 +450,7 @@ class MedicAD(nn.Module, MedicalVLM):
         batch = self.prepare([ChatExample(images, ex.question) for images, ex in zip(pils, examples)])
         batch = {k: v.to(self.device) for k, v in batch.items()}
         encoded = self._encode(batch)
-        choices = [self.processor.first_token_id(option) for option in options]
-        if len(set(choices)) != len(choices):
-            raise ValueError(f"options {list(options)} do not start with distinct tokens; they cannot be scored")
-        out = self.generate_choice(batch, choices, max_new_tokens=max_new_tokens,
+        out = self.generate_choice(batch, option_tokens(self.processor, options), max_new_tokens=max_new_tokens,
                                    completions=list(options) if force else None, force=force, encoded=encoded)
         sizes = [(im.height, im.width) for images in pils for im in images]
         amaps = [_at_size((m.anomaly.float() + 1) / 2, size) for m, size in zip(encoded.maps, sizes)]

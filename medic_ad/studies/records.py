@@ -3,9 +3,10 @@
 Each rank appends one complete line per finished study to its own part file (one ``write`` of the
 whole line, flushed), so a killed process loses at most the study in flight; a line torn by a kill
 is ignored and cut off when the part is next opened. The file is fsync'd at most once a second and
-on close, not per line: an fsync costs a study of a small model several percent of its time, and
-what a crash of the whole machine can lose is the last second's rows, which a rerun redoes (their
-DICOM objects have stable UIDs, so they are replaced, not duplicated). The merge reads the previous merged file and
+on close, not per line: per-line syncs are a visible share of a small model's time per study
+(``docs/studies.md``, "Resume"), and what a crash of the whole machine can lose is the last second's
+rows, which a rerun redoes (their DICOM objects have stable UIDs, so they are replaced, not
+duplicated). The merge reads the previous merged file and
 every part, keeps one row per key, sorts by key and replaces the merged file atomically; the parts
 are removed only after that. What counts as done is the union of all of them, so a rerun with a
 different number of processes skips the same studies.
