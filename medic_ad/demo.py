@@ -73,8 +73,9 @@ def _stage_config(name: str, out: Path, steps: int, batch: int, data_dir: Path, 
 
     path = repo_root() / "recipes" / "configs" / "tiny" / f"{name}.yaml"
     raw = read_yaml(path, what="tiny recipe config (the demo reads them from the repository)")
-    if not has_data:
-        raw["data"] = [d for d in raw["data"] if "${data}" not in str(d.get("root", ""))]
+    if not has_data:  # the sources and the held-out sets that live in the shared data go together
+        for key in ("data", "holdout"):
+            raw[key] = [d for d in raw.get(key, []) if "${data}" not in str(d.get("root", ""))]
     raw["output_dir"] = str(out / name.split("_")[0])
     raw["optim"]["max_steps"] = steps
     raw["optim"]["batch_size"] = batch
@@ -84,7 +85,7 @@ def _stage_config(name: str, out: Path, steps: int, batch: int, data_dir: Path, 
     for key, value in overrides.items():
         raw[key] = value
     cfg = load_config(base=raw)
-    for source in cfg.data:
+    for source in [*cfg.data, *cfg.holdout]:
         if source.root and "${data}" not in source.root and str(shared_data_dir()) in source.root:
             source.root = source.root.replace(str(shared_data_dir()), str(data_dir))
     return cfg

@@ -57,3 +57,14 @@ def test_demo_without_shared_data_runs_on_the_control(tmp_path, capsys):
     assert sorted(p.stem for p in (out / "eval" / "predictions" / "checkpoint").glob("*.jsonl")) == [
         "control_change", "control_detection", "control_grounding"]
     assert sorted((out / "overlays").glob("*.png"))  # control cases stand in for the Br35H-mask ones
+
+
+def test_stage_configs_move_their_held_out_sets_with_the_data(tmp_path):
+    """``--data DIR`` moves the held-out sets with the training sources; without the data both go."""
+    from medic_ad.demo import _stage_config
+
+    moved = _stage_config("stage3_heatmap", tmp_path / "out", 1, 2, tmp_path / "other", True)
+    assert [h.root for h in moved.holdout] == [str(tmp_path / "other")]
+    assert all(str(tmp_path / "other") in s.root for s in moved.data if s.root)
+    absent = _stage_config("stage3_heatmap", tmp_path / "out", 1, 2, tmp_path / "absent", False)
+    assert absent.holdout == [] and all(s.root is None for s in absent.data)

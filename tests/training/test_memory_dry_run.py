@@ -92,7 +92,8 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def test_tiny_stage1_trains_under_bf16_frozen(tmp_path, fresh_accelerate_state):
+def test_tiny_stage1_trains_under_bf16_frozen(tmp_path, fresh_accelerate_state, shared_data):
+    # the tiny stage-1 recipe trains on the shared Br35H images
     from medic_ad.training import train
 
     cfg = load_config(TINY1, [f"output_dir={tmp_path / 'run'}", "input_checkpoint=tiny", "optim.max_steps=2",
