@@ -133,7 +133,7 @@ def load_task_samples(task: TaskSpec, *, data_root: str | Path | None = None, li
             raise ValueError(str(exc.args[0])) from None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            samples = list(adapter.load(root, split=task.split, progress=progress))
+            samples = list(adapter.load(root, split=task.split, progress=progress, **task.options))
         notes += [str(w.message) for w in caught if "skipped" in str(w.message)]
     n_loaded = len(samples)
     samples = _fit_to_kind(task, samples, root, fmt, notes)

@@ -8,6 +8,7 @@ A task file::
     data: head_ct_dev                  # folder; relative paths are under medic_ad.paths.shared_data_dir()
     format: image_folder               # dataset adapter (omit: detected from the layout)
     split: null                        # keep only this split
+    options: {}                        # the adapter's own options (e.g. image_mask's blocks)
     prompt: Is there any abnormality in this image?
     column: Head CT                    # column title in the paper-shaped tables
     subset: 0                          # evenly spaced subsample of this size (0: all); --limit overrides
@@ -71,6 +72,7 @@ class TaskSpec:
     data: str | None = None
     format: str | None = None
     split: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     prompt: str | None = None
     column: str | None = None
     subset: int = 0
@@ -89,6 +91,8 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: answer_type must be auto, closed or open")
         if not isinstance(self.subset, int) or self.subset < 0:
             raise ValueError(f"task {self.name!r}: subset must be an integer ≥ 0")
+        if not isinstance(self.options, dict):
+            raise ValueError(f"task {self.name!r}: 'options' is a mapping of the adapter's options")
         if self.pairs is not None and (self.kind != "change" or not isinstance(self.pairs, dict)):
             raise ValueError(f"task {self.name!r}: 'pairs' is a mapping and only for change tasks")
         if (self.format == SYNTHETIC) != (self.synthetic is not None):
@@ -127,6 +131,7 @@ class TaskSpec:
         if data is not None:
             changes["data"] = str(Path(data).expanduser().resolve())
             changes["format"] = format  # another folder: its layout is detected unless --format names it
+            changes["options"] = {}  # the task's adapter options were for its own folder
         if format is not None:
             changes["format"] = format
         if split is not None:

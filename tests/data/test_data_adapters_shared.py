@@ -18,7 +18,7 @@ EXPECTED = {
     "head_ct_dev": ("image_folder", 40, {"abnormal": 20, "normal": 20}, {None: 40}),
     "brain_mri_dev": ("image_folder", 40, {"abnormal": 20, "normal": 20}, {None: 40}),
     "covid_cxr_dev": ("image_folder", 10, {"abnormal": 5, "normal": 5}, {None: 10}),
-    "cxr_pairs": ("cxr_pairs", 171, {None: 171}, {None: 171}),
+    "cxr_pairs": ("cxr_pairs", 171, {None: 171}, {"train": 140, "val": 31}),
 }
 
 

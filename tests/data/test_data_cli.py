@@ -18,7 +18,7 @@ EXPECTED_TOTALS = {
     "head_ct_dev": (40, {"abnormal": 20, "normal": 20}, {"-": 40}),
     "brain_mri_dev": (40, {"abnormal": 20, "normal": 20}, {"-": 40}),
     "covid_cxr_dev": (10, {"abnormal": 5, "normal": 5}, {"-": 10}),
-    "cxr_pairs": (171, {"-": 171}, {"-": 171}),
+    "cxr_pairs": (171, {"-": 171}, {"train": 140, "val": 31}),
 }
 
 

@@ -151,17 +151,40 @@ def test_change_pairs_on_a_source_without_lesions_is_a_clear_error(tmp_path, wri
         load_source(DataSource(name="change_pairs", root=str(root), split="train", options={"source": "bmad"}))
 
 
-def test_tiny_stage3_never_trains_on_the_figshare_images_the_paper_suite_scores(shared_data) -> None:
+@pytest.mark.parametrize("config", ["stage0_pretrain", "stage3_heatmap"])
+def test_tiny_recipes_never_train_on_the_figshare_blocks_the_paper_suite_scores(shared_data, config) -> None:
     if not (shared_data / "figshare_masks").is_dir():
         pytest.skip("figshare_masks not in the shared data")
+    from medic_ad.eval.samples import load_task_samples
+    from medic_ad.eval.tasks import get_task
+
     repo = Path(__file__).resolve().parents[2]
-    cfg = load_config(repo / "recipes/configs/tiny/stage3_heatmap.yaml")
-    holdout = load_holdout(cfg.holdout)
-    assert holdout.sets[0]["samples"] == 200
+    cfg = load_config(repo / f"recipes/configs/tiny/{config}.yaml")
+    task = get_task("figshare")
     figshare = next(s for s in cfg.data if s.root and s.root.endswith("figshare_masks"))
-    everything = load_source(figshare)
-    kept = load_source(figshare, holdout)
-    assert len(everything) - len(kept) == 200 and not any(holdout.holds(s) for s in kept)
+    assert figshare.split == "train" and figshare.options["blocks"] == task.options["blocks"]
+    scored = load_task_samples(task, data_root=shared_data).samples
+    holdout = load_holdout(cfg.holdout)
+    assert holdout.sets[0]["samples"] == len(scored) == 161
+    trained = load_source(figshare, holdout)
+    assert len(trained) == 964 == len(load_source(figshare))  # the split already left the held-back blocks out
+    number = lambda s: int(Path(s.images[0]).stem)  # noqa: E731
+    # no trained slice is within the guard margin of a scored one (a patient's slices are neighbours)
+    gap = min(abs(number(a) - number(b)) for a in trained for b in scored)
+    assert gap > task.options["blocks"]["margin"]
+    assert not any(holdout.holds(s) for s in trained)
+
+
+def test_cxr_pairs_split_by_patient_with_shared_images_joined(shared_data) -> None:
+    if not (shared_data / "cxr_pairs").is_dir():
+        pytest.skip("cxr_pairs not in the shared data")
+    from medic_ad.data.registry import load_dataset
+
+    samples = load_dataset(shared_data / "cxr_pairs")
+    images = {split: {str(p) for s in samples if s.split == split for p in s.images} for split in ("train", "val")}
+    groups = {split: {s.group for s in samples if s.split == split} for split in ("train", "val")}
+    assert not images["train"] & images["val"] and not groups["train"] & groups["val"]
+    assert len(load_dataset(shared_data / "cxr_pairs", split="val")) == 31
 
 
 def test_holdout_keys_images_when_no_patient_is_known(tmp_path, write_png) -> None:

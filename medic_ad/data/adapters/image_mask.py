@@ -4,10 +4,18 @@
 ``label`` and ``group`` (``br35h_masks`` in ``shared/data``). Without it, masks are paired by file
 name, then by stem (``N.png`` with ``N.tif``, ``N_mask.png`` or ``N_seg.png``) (``figshare_masks``).
 Every image is ``label="abnormal"`` unless the CSV or the ``label`` option says otherwise.
+
+Folders whose images are named by a running number in acquisition order (``figshare_masks``, where a
+patient's slices have neighbouring numbers and no patient id is given) can be split into blocks of
+numbers with the ``blocks`` option: a held-back block's interior is ``val``, its edges ``guard`` (a
+patient that straddles the block edge may have slices there) and every other block ``train``, so no
+``val`` image has a ``train`` neighbour closer than ``margin`` numbers. The block is the group and
+the holdout key.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from medic_ad.data.adapters._common import (
@@ -62,24 +70,68 @@ def load(
     labels_csv: str = LABELS_CSV,
     label: Label | None = "abnormal",
     check_masks: bool = True,
+    blocks: dict | None = None,
 ) -> list[Sample]:
     """Image/mask samples; ``Sample.dataset`` is the folder name.
 
     Args:
         label: image label when the CSV has no ``label`` column.
         check_masks: skip pairs whose mask size differs from the image (reads headers only).
+        blocks: ``{size, every, offset, margin}``: split numbered images by blocks of ``size`` numbers;
+            blocks with ``index % every == offset`` are held back (module docstring).
     """
     name = root.name
     if (root / labels_csv).is_file():
         pairs = _pairs_from_csv(root, root / labels_csv, split, label, report)
     else:
         pairs = _pairs_by_name(root, label, report)
+    if blocks is not None:
+        pairs = _block_split(pairs, BlockSplit(**blocks), report)
+        if split is not None:
+            pairs = [p for p in pairs if p[3] == split]
     samples = []
     for image, mask, row_label, row_split, group in report.track(pairs, "checking masks"):
         if check_masks and mask is not None and not mask_matches(image, mask, report):
             continue
-        samples.append(image_sample(name, root, image, row_label, mask=mask, split=row_split, group=group))
+        sample = image_sample(name, root, image, row_label, mask=mask, split=row_split, group=group)
+        if blocks is not None:
+            sample.meta["patient"] = sample.group
+        samples.append(sample)
     return samples
+
+
+@dataclass(frozen=True)
+class BlockSplit:
+    """Held-back blocks of running image numbers (module docstring)."""
+
+    size: int
+    every: int
+    offset: int
+    margin: int
+
+    def __post_init__(self) -> None:
+        if not (self.size > 0 and self.every > 1 and 0 <= self.offset < self.every
+                and 0 <= self.margin and 2 * self.margin < self.size):
+            raise ValueError(f"blocks: need size > 0, every > 1, 0 <= offset < every, "
+                             f"0 <= 2 * margin < size; got {self}")
+
+    def split_of(self, number: int) -> str:
+        if (number // self.size) % self.every != self.offset:
+            return "train"
+        inside = number % self.size
+        return "val" if self.margin <= inside < self.size - self.margin else "guard"
+
+
+def _block_split(pairs: list["Pair"], blocks: BlockSplit, report: LoadReport) -> list["Pair"]:
+    out = []
+    for image, mask, row_label, _, _ in pairs:
+        stem = image.name.split(".")[0]
+        if not stem.isdigit():
+            report.skip("image not named by a number (blocks)", image)
+            continue
+        number = int(stem)
+        out.append((image, mask, row_label, blocks.split_of(number), f"block{number // blocks.size}"))
+    return out
 
 
 Pair = tuple[Path, Path | None, Label | None, str | None, str | None]
