@@ -1,14 +1,17 @@
 """``medic-ad demo``: the whole method on the embedded tiny default, end to end, offline.
 
-Stage 0 pretrains the random tiny backbone without abnormality labels (design doc §5), then stages
-1 → 2 → 3 run as in the paper on the real data in ``../shared/data`` (Br35H train split, Br35H and
-Figshare masks, change pairs built from real masks) and on the synthetic control; the paper's two
-ablations are trained on the control, and a report is written.
+Stages 1 → 2 → 3 run as in the paper from the pretrained tiny backbone shipped with the package
+(``medic_ad/assets/tiny_backbone``: the tiny analogue of Lingshu, built once by the stage-0 recipe;
+its ``MANIFEST.json`` says how), on the real data in ``../shared/data`` (Br35H train split, Br35H and
+Figshare masks, change pairs built from real masks and from chest X-rays with synthetic opacities)
+and on the synthetic control; the paper's two ablations are trained on the control, and a report is
+written.
 
 Every number is computed by the evaluation harness (:mod:`medic_ad.eval`), predictions first and
 scores second, on data held back from training: the eval tasks ``control_detection``,
 ``control_change`` and ``control_grounding`` (the synthetic control, rendered with a seed no training
-uses) and, with the shared data, ``br35h``, ``demo_br35h_mask_pairs`` and ``br35h_masks`` (val splits).
+uses) and, with the shared data, ``br35h``, ``demo_br35h_mask_pairs``, ``demo_cxr_pairs``,
+``br35h_masks`` (val splits) and ``figshare`` (held-back blocks).
 Layout of the output folder::
 
     checkpoint/                     final model (stage 3), with its backbone
@@ -29,8 +32,8 @@ from typing import Any
 
 import torch
 
-from medic_ad.eval.targets import target_checks
-from medic_ad.paths import repo_root, shared_data_dir
+from medic_ad.eval.targets import collapsed_changes, target_checks
+from medic_ad.paths import repo_root, shared_data_dir, tiny_backbone_dir
 
 logger = logging.getLogger("medic_ad.demo")
 
@@ -39,7 +42,6 @@ logger = logging.getLogger("medic_ad.demo")
 class DemoPlan:
     """Steps per stage and evaluation sizes; ``QUICK`` is what the tests run."""
 
-    stage0_steps: int
     stage1_steps: int
     stage2_steps: int
     stage3_steps: int
@@ -50,19 +52,20 @@ class DemoPlan:
     eval_control: int  # held-out control samples per task (grounding: half, at least 8)
     ablation_eval: int  # held-out control samples per task for each ablation variant
     comparison_steps: int  # stage 1 from the frozen random and from the stage-0 backbone, side by side (0: skip)
+    calibration: int  # stage 2's fresh training cases per task for the choice offsets
 
 
 # FULL fits the issue's 15 minutes on 2 quiet cores with margin, so the stage-1 start comparison is left
 # to ``--compare-start``; the ablations keep enough steps for their variants to differ at all. How the
 # step counts were sized: docs/model.md, "Sizing the demo".
-FULL = DemoPlan(stage0_steps=330, stage1_steps=640, stage2_steps=400, stage3_steps=360, ablation_steps=200,
+FULL = DemoPlan(stage1_steps=640, stage2_steps=400, stage3_steps=360, ablation_steps=200,
                 ablation_change_steps=100, batch_size=8, eval_real=0, eval_control=200, ablation_eval=100,
-                comparison_steps=0)
-QUICK = DemoPlan(stage0_steps=10, stage1_steps=10, stage2_steps=8, stage3_steps=8, ablation_steps=4,
+                comparison_steps=0, calibration=300)
+QUICK = DemoPlan(stage1_steps=10, stage2_steps=8, stage3_steps=8, ablation_steps=4,
                  ablation_change_steps=4, batch_size=4, eval_real=16, eval_control=12, ablation_eval=12,
-                 comparison_steps=0)
+                 comparison_steps=0, calibration=24)
 
-CONFIGS = ("stage0_pretrain", "stage1_anomaly", "stage2_difference", "stage3_heatmap")
+CONFIGS = ("stage1_anomaly", "stage2_difference", "stage3_heatmap")
 
 
 def _stage_config(name: str, out: Path, steps: int, batch: int, data_dir: Path, has_data: bool,
@@ -92,8 +95,10 @@ def _stage_config(name: str, out: Path, steps: int, batch: int, data_dir: Path, 
 
 
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: str | Path | None = None,
-             seed: int = 0, compare_start: int = 0) -> dict[str, Any]:
-    """Train stages 0–3, evaluate, run the ablations, write ``report.md``/``metrics.json``/overlays."""
+             seed: int = 0, compare_start: int = 0, backbone: str | Path | None = None) -> dict[str, Any]:
+    """Train stages 1–3 from ``backbone`` (the shipped tiny one), evaluate, run the ablations, write
+    ``report.md``/``metrics.json``/overlays."""
+    from medic_ad.models.qwen2_5_vl.shipped import verify_tiny_backbone
     from medic_ad.training import train
 
     plan = QUICK if quick else FULL
@@ -104,6 +109,9 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: st
     has_data = data_dir.is_dir()
     if not has_data:
         print(f"medic-ad demo: no shared data at {data_dir}; running on the synthetic control alone")
+    if backbone is None:
+        backbone = verify_tiny_backbone()  # a damaged or LFS-pointer copy fails here, by name, not in stage 1
+    backbone = Path(backbone)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -117,9 +125,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: st
         timings[name] = round(time.perf_counter() - tick, 1)
         return result.output
 
-    s0 = stage("stage0_pretrain", plan.stage0_steps)
-    s1 = stage("stage1_anomaly", plan.stage1_steps, input_checkpoint=str(s0))
-    s2 = stage("stage2_difference", plan.stage2_steps, input_checkpoint=str(s1))
+    s1 = stage("stage1_anomaly", plan.stage1_steps, input_checkpoint=str(backbone))
+    s2 = stage("stage2_difference", plan.stage2_steps, input_checkpoint=str(s1), calibration=plan.calibration)
     s3 = stage("stage3_heatmap", plan.stage3_steps, input_checkpoint=str(s2))
     # the final checkpoint carries its backbone (checkpoint/backbone/), so it stays usable when the run's
     # stage folders are moved, deleted or overwritten by the next run; save_pretrained replaces it atomically
@@ -135,13 +142,15 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: st
     metrics = evaluate_demo(final, out / "eval", plan=plan, data_dir=real_data, seed=seed)
     timings["evaluation"] = round(time.perf_counter() - tick, 1)
     tick = time.perf_counter()
-    metrics["ablations"] = ablations_on_control(out / "ablations", plan=plan, backbone=s0, seed=seed)
+    metrics["ablations"] = ablations_on_control(out / "ablations", plan=plan, backbone=backbone, seed=seed)
     if plan.comparison_steps and has_data:
-        metrics["start_comparison"] = _start_comparison(out, plan, data_dir, seed, s0)
+        metrics["start_comparison"] = _start_comparison(out, plan, data_dir, seed, backbone)
     timings["ablations"] = round(time.perf_counter() - tick, 1)
     overlays = render_overlays(final, out / "overlays", data_dir=real_data, seed=seed)
     timings["total"] = round(time.perf_counter() - t0, 1)
     metrics["targets"] = target_checks(metrics)
+    metrics["collapsed"] = collapsed_changes(metrics)
+    metrics["backbone"] = _backbone_record(backbone)
     metrics["timings_s"] = timings
     metrics["plan"] = plan.__dict__
     metrics["data_dir"] = str(real_data) if real_data else None
@@ -151,8 +160,22 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: st
     metrics = {"targets": metrics.pop("targets"), **metrics}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out / "report.md", metrics, overlays)
+    for c in metrics["collapsed"]:
+        print(f"[demo] WARNING: change answers collapsed on {c['data']}: {c['share']:.0%} of a balanced set "
+              f"answered {c['answer']!r}", flush=True)
     print(f"[demo] done in {timings['total']:.0f} s: {out / 'report.md'}, {out / 'metrics.json'}, {final}")
     return metrics
+
+
+def _backbone_record(backbone: Path) -> dict[str, Any]:
+    """Where the run's backbone came from: its manifest's record when it has one (the shipped one)."""
+    from medic_ad.models.qwen2_5_vl.shipped import MANIFEST_FILE, read_manifest
+
+    record: dict[str, Any] = {"path": str(backbone)}
+    if (backbone / MANIFEST_FILE).is_file():
+        manifest = read_manifest(backbone)
+        record.update({k: manifest.get(k) for k in ("weights_sha256", "command", "commit", "steps", "wall_s")})
+    return record
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -162,7 +185,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, data_dir: st
 CONTROL_ROWS = (("detection", "control", "control_detection"), ("change", "control", "control_change"),
                 ("heatmap", "control", "control_grounding"))
 REAL_ROWS = (("detection", "br35h_val", "br35h"), ("change", "br35h_mask_pairs_val", "demo_br35h_mask_pairs"),
-             ("heatmap", "br35h_masks_val", "br35h_masks"))
+             ("change", "cxr_pairs_val", "demo_cxr_pairs"), ("heatmap", "br35h_masks_val", "br35h_masks"),
+             ("heatmap", "figshare_val", "figshare"))
 EVAL_BATCH = 16
 # Scored answers are the chosen option verbatim (generate_choice), so its first token already carries the
 # decision that the text scorer parses; the rest of the option's words would cost steps and change nothing.
@@ -350,14 +374,22 @@ def _fmt(x: Any) -> str:
 def write_report(path: Path, metrics: dict[str, Any], overlays: list[str]) -> None:
     """The demo's ``report.md`` from its metrics (the scored eval results): targets first."""
     lines = ["# MEDIC-AD demo report", "",
-             "Tiny offline backbone (random init → stage 0 → stages 1–3); every number below was computed by "
-             "this run on data held back from training, predictions first (`eval/predictions/`) and scores "
+             "Tiny offline backbone (the shipped stage-0 backbone → stages 1–3); every number below was computed "
+             "by this run on data held back from training, predictions first (`eval/predictions/`) and scores "
              "second (`eval/results.json`, `eval/report.md`). See `metrics.json` for all fields.", ""]
+    backbone = metrics.get("backbone") or {}
+    if backbone.get("weights_sha256"):
+        lines += [f"Backbone: `{backbone['path']}` (weights SHA-256 `{backbone['weights_sha256'][:16]}…`, "
+                  f"{backbone.get('steps')} stage-0 steps; its `MANIFEST.json` has the command that rebuilds it).", ""]
+    for c in metrics.get("collapsed", []):
+        lines += [f"> **WARNING: the change answers collapsed on {c['data']}**: {c['share']:.0%} of a balanced "
+                  f"set was answered {c['answer']!r} (more than 80 %). Its accuracy is not evidence that compare "
+                  "works.", ""]
     if "targets" in metrics:
         lines += ["## Targets", "", "| target | goal | measured | |", "|---|---|---|---|"]
         for t in metrics["targets"]:
             verdict = {True: "met", False: "missed", None: "not measured (no data)"}[t["met"]]
-            lines.append(f"| {t['target']} | ≥ {t['goal']:.2f} | {_fmt(t['value'])} | {verdict} |")
+            lines.append(f"| {t['target']} | {t.get('op', '≥')} {t['goal']:.2f} | {_fmt(t['value'])} | {verdict} |")
         lines.append("")
     lines += ["## Detection (\"Is there any abnormality in this image?\")", "",
               "| data | n | precision | recall | F1 | AUROC | majority-class F1 | unparseable |",
@@ -366,11 +398,15 @@ def write_report(path: Path, metrics: dict[str, Any], overlays: list[str]) -> No
         lines.append(f"| {name} | {m['n']} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | "
                      f"{_fmt(m.get('auroc'))} | {_fmt(m.get('majority_f1'))} | {m.get('unparseable', 0)} |")
     lines += ["", "## Change (worsened / improved / no change)", "",
-              "| data | n | worsened | improved | no change | overall |", "|---|---|---|---|---|---|"]
+              "Accuracy per true class; the last column is how often each answer was given (W / I / N).", "",
+              "| data | n | worsened | improved | no change | overall | answers W / I / N |",
+              "|---|---|---|---|---|---|---|"]
     for name, m in metrics["change"].items():
         pc = m.get("per_class") or {}
+        shares = m.get("answer_shares") or {}
+        given = " / ".join(f"{shares[c]:.2f}" for c in ("worsened", "improved", "no change")) if shares else "–"
         lines.append(f"| {name} | {m['n']} | {_fmt(pc.get('worsened'))} | {_fmt(pc.get('improved'))} | "
-                     f"{_fmt(pc.get('no change'))} | {_fmt(m['accuracy'])} |")
+                     f"{_fmt(pc.get('no change'))} | {_fmt(m['accuracy'])} | {given} |")
     lines += ["", "## Heatmaps vs lesion masks", "", "| data | n | pixel AUROC | mIoU |", "|---|---|---|---|"]
     for name, m in metrics["heatmap"].items():
         lines.append(f"| {name} | {m['n']} | {_fmt(m['auroc'])} | {_fmt(m['miou'])} |")

@@ -12,6 +12,11 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+def tiny_backbone_dir() -> Path:
+    """The pretrained tiny Qwen2.5-VL shipped with the package (``MANIFEST.json`` there says how it was made)."""
+    return Path(__file__).resolve().parent / "assets" / "tiny_backbone"
+
+
 def shared_data_dir() -> Path:
     """``$MEDIC_AD_DATA`` or ``../shared/data`` beside the repository."""
     env = os.environ.get("MEDIC_AD_DATA")

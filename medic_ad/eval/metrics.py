@@ -128,7 +128,8 @@ def change_metrics(y_true: Sequence[str], y_pred: Sequence[str | None]) -> dict[
     """Accuracy per true class (worsened / improved / no change) and overall (MMXU protocol).
 
     ``per_class`` is ``None`` for a class with no sample; ``confusion[true][pred]`` counts, with
-    ``"unparseable"`` as an extra predicted column.
+    ``"unparseable"`` as an extra predicted column; ``answer_shares`` is how often each answer was given
+    (a model that gives one answer to almost everything has collapsed, whatever its accuracy).
     """
     if len(y_true) != len(y_pred):
         raise ValueError(f"{len(y_true)} labels but {len(y_pred)} predictions")
@@ -150,6 +151,7 @@ def change_metrics(y_true: Sequence[str], y_pred: Sequence[str | None]) -> dict[
     present = [v for v in per_class.values() if v is not None]
     return {"n": len(y_true), "accuracy": float(correct.mean()), "per_class": per_class, "n_per_class": counts,
             "balanced_accuracy": float(np.mean(present)),
+            "answer_shares": {c: sum(1 for v in y_pred if v == c) / len(y_pred) for c in CHANGE_LABELS},
             "unparseable": sum(1 for v in y_pred if v is None), "confusion": confusion}
 
 

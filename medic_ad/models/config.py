@@ -38,6 +38,9 @@ class MedicADConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    # fitted, not chosen: offsets added to the options' first-token logits, keyed by the options
+    # (medic_ad.models.medic_ad.choice_key); written by stage 2's calibration
+    choice_bias: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.llm_adaptation not in ("lora", "full", "none"):

@@ -46,9 +46,12 @@ class ConstrainedChoice(LogitsProcessor):
     """
 
     def __init__(self, choices: Sequence[int], completions: Sequence[Sequence[int]] | None = None,
-                 end: int | None = None, *, force: bool = True) -> None:
+                 end: int | None = None, *, force: bool = True, bias: Sequence[float] | None = None) -> None:
         self.choices = [int(c) for c in choices]
         self.force = force
+        if bias is not None and len(bias) != len(self.choices):
+            raise ValueError(f"{len(bias)} choice offsets for {len(self.choices)} choices")
+        self.bias = None if bias is None else torch.tensor([float(b) for b in bias])
         if completions is not None:
             if len(completions) != len(self.choices) or any(
                     not seq or int(seq[0]) != c for seq, c in zip(completions, self.choices)):
@@ -79,7 +82,10 @@ class ConstrainedChoice(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.chosen is None:
             logits = scores if self._raw is None else self._raw.to(scores.device)
-            self.probs = torch.softmax(logits[:, self.choices], -1)
+            picked = logits[:, self.choices]
+            if self.bias is not None:  # calibration offsets: the decision and its probabilities move together
+                picked = picked + self.bias.to(picked.device, picked.dtype)
+            self.probs = torch.softmax(picked, -1)
             self.chosen = self.probs.argmax(-1)  # ties: the first choice, so P(first) >= 0.5 <=> chosen == 0
             self._start = input_ids.shape[1]
             if not self.force:
@@ -108,7 +114,7 @@ GenerateRows = Callable[[LogitsProcessorList, int], list[list[int]]]
 @torch.no_grad()
 def generate_choice(generate_rows: GenerateRows, *, head: nn.Module, processor: Any, choices: Sequence[int],
                     max_new_tokens: int = 8, completions: Sequence[str] | None = None,
-                    force: bool = True) -> ChoiceAnswers:
+                    force: bool = True, bias: Sequence[float] | None = None) -> ChoiceAnswers:
     """Score the ``choices`` tokens as the first answer token and answer, in one ``generate``.
 
     ``generate_rows(logits_processor, max_new_tokens)`` runs the model's greedy ``generate`` and gives
@@ -116,9 +122,10 @@ def generate_choice(generate_rows: GenerateRows, *, head: nn.Module, processor: 
     the probabilities come from). With ``completions`` (each choice's whole answer text, e.g.
     ``"C: Worsened"``) the answer is the chosen one verbatim, cut at ``max_new_tokens``; without, the
     tokens after the forced choice are greedy; ``force=False`` forces nothing (free decoding).
+    ``bias`` (one per choice) is added to the choices' logits before they are scored and chosen.
     """
     sequences = None if completions is None else [processor.answer_token_ids(c) for c in completions]
-    choice = ConstrainedChoice(choices, sequences, end=processor.end_token_id, force=force)
+    choice = ConstrainedChoice(choices, sequences, end=processor.end_token_id, force=force, bias=bias)
     with choice.watch(head):
         rows = generate_rows(LogitsProcessorList([choice]), max(max_new_tokens, 1))
     if choice.probs is None:

@@ -40,13 +40,18 @@ from medic_ad.models.qwen2_5_vl.backbone import (Backbone, VisionFeatures, Visio
 from medic_ad.models.qwen2_5_vl.processing import IGNORE_INDEX
 from medic_ad.models.qwen2_5_vl.tiny import TinyBackboneConfig, build_tiny_qwen2_5_vl
 
-__all__ = ["HEATMAP_PIXELS_PER_CALL", "MedicAD", "MedicADOutput"]
+__all__ = ["HEATMAP_PIXELS_PER_CALL", "MedicAD", "MedicADOutput", "choice_key"]
 
 # The heatmap decoder's full-resolution convolutions cost more per pixel in large batched calls on CPU
 # (oneDNN's backward on large tensors) than in small ones, while small images gain from batching; so one
 # decoder call takes at most this many pixels: eight 168² images, or one 448² image (docs/model.md,
 # "Heatmap decoder batching").
 HEATMAP_PIXELS_PER_CALL = 8 * 168 * 168
+
+
+def choice_key(options: Sequence[str]) -> str:
+    """The key of a set of options in ``MedicADConfig.choice_bias`` (the options in their order)."""
+    return " | ".join(options)
 
 
 @dataclass
@@ -431,6 +436,7 @@ class MedicAD(nn.Module, MedicalVLM):
     def generate_choice(
         self, batch: dict[str, torch.Tensor], choices: Sequence[int], *, max_new_tokens: int = 8,
         completions: Sequence[str] | None = None, force: bool = True, encoded: _Encoded | None = None,
+        bias: Sequence[float] | None = None,
     ) -> ChoiceAnswers:
         """Score the ``choices`` tokens as the first answer token and answer, in one ``generate``
         (:func:`~medic_ad.models.decoding.generate_choice`): one vision pass and one prefill."""
@@ -439,7 +445,7 @@ class MedicAD(nn.Module, MedicalVLM):
         return generate_choice(
             lambda processors, n: self._generate_rows(batch, encoded, max_new_tokens=n, logits_processor=processors),
             head=self.backbone.get_output_embeddings(), processor=self.processor, choices=choices,
-            max_new_tokens=max_new_tokens, completions=completions, force=force)
+            max_new_tokens=max_new_tokens, completions=completions, force=force, bias=bias)
 
     @torch.no_grad()
     def choose(self, examples: Sequence[ChatExample], options: Sequence[str], *, max_new_tokens: int = 8,
@@ -451,7 +457,8 @@ class MedicAD(nn.Module, MedicalVLM):
         batch = {k: v.to(self.device) for k, v in batch.items()}
         encoded = self._encode(batch)
         out = self.generate_choice(batch, option_tokens(self.processor, options), max_new_tokens=max_new_tokens,
-                                   completions=list(options) if force else None, force=force, encoded=encoded)
+                                   completions=list(options) if force else None, force=force, encoded=encoded,
+                                   bias=self.config.choice_bias.get(choice_key(options)))
         sizes = [(im.height, im.width) for images in pils for im in images]
         amaps = [_at_size((m.anomaly.float() + 1) / 2, size) for m, size in zip(encoded.maps, sizes)]
         heats = None

@@ -2,6 +2,7 @@
 
 A config names its stage, its input checkpoint and its output folder. ``${data}`` in any string is
 the shared data folder (``$MEDIC_AD_DATA`` or ``../shared/data``); ``${repo}`` the repository root;
+``${tiny_backbone}`` the pretrained tiny backbone shipped in the package (``medic_ad/assets/tiny_backbone``);
 ``${datasets}`` the config's ``datasets`` key (default ``/datasets``), the folder under which the
 published datasets live by their usual names, so ``datasets=/data/medical`` moves them all.
 Unknown keys are errors that name the key and the keys that exist.
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from medic_ad.paths import repo_root, shared_data_dir
+from medic_ad.paths import repo_root, shared_data_dir, tiny_backbone_dir
 from medic_ad.yaml_files import read_yaml
 
 
@@ -118,8 +119,14 @@ class TrainConfig:
     attn_implementation: str = "sdpa"  # sdpa | flash_attention_2 | eager
     num_workers: int = 0  # DataLoader processes that collate the next steps while the model trains; 0: in the loop
     prefetch_factor: int = 2  # batches each worker keeps ready
+    # stage 2: fresh training cases per task (detection, change) on which the options' offsets are fitted
+    # before the final save (medic_ad/training/calibration.py); 0: no calibration
+    calibration: int = 0
 
     def __post_init__(self) -> None:
+        if self.calibration < 0 or (self.calibration and self.stage != 2):
+            raise ValueError("calibration (cases per task) is ≥ 0 and only for stage 2, which trains the "
+                             "language model last")
         if self.stage not in (0, 1, 2, 3):
             raise ValueError(f"stage must be 0, 1, 2 or 3, got {self.stage}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
@@ -172,6 +179,7 @@ class TrainConfig:
 def _expand(value: Any, datasets: str = DEFAULT_DATASETS) -> Any:
     if isinstance(value, str):
         value = value.replace("${datasets}", datasets)
+        value = value.replace("${tiny_backbone}", str(tiny_backbone_dir()))
         return value.replace("${data}", str(shared_data_dir())).replace("${repo}", str(repo_root()))
     if isinstance(value, list):
         return [_expand(v, datasets) for v in value]

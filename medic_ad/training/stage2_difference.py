@@ -2,7 +2,10 @@
 replay detection questions so the shared LoRA keeps stage 1's answers).
 
 Input: a stage-1 MEDIC-AD checkpoint. Loss: the language loss on the change answer
-("A: No significant change" / "B: Improved" / "C: Worsened").
+("A: No significant change" / "B: Improved" / "C: Worsened"). With ``calibration: N`` the options'
+offsets are fitted on N fresh training cases per task before the final save
+(:mod:`medic_ad.training.calibration`; what was fitted, and how it scored, goes into the checkpoint's
+config file under ``calibration``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from medic_ad.data.collator import Collator
+from medic_ad.training.calibration import calibrate_choices
 from medic_ad.training.config import TrainConfig
 from medic_ad.training.loop import TrainResult, run_training
 from medic_ad.training.memory import apply_memory_policy, apply_pixel_caps
@@ -36,5 +40,9 @@ def main(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
         lm = lm_loss(m(**model_inputs(batch)))
         return cfg.loss.lm_weight * lm, {"lm": lm.item()}
 
+    def save_final(m, folder):
+        report = calibrate_choices(m, cfg, n=cfg.calibration) if cfg.calibration else None
+        m.save_pretrained(folder, extra=None if report is None else {"calibration": report})
+
     return run_training(cfg, model=model, loss_fn=loss_fn, collate=collate, sampler=sampler,
-                        save_final=lambda m, d: m.save_pretrained(d), resume=resume)
+                        save_final=save_final, resume=resume)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medic_ad.paths import tiny_backbone_dir
+
 from medic_ad.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +47,9 @@ def test_stage_chain_names_its_inputs():
     tiny = ROOT / "recipes" / "configs" / "tiny"
     cfgs = {p.name[:6]: load_config(p) for p in tiny.glob("stage*.yaml")}
     assert cfgs["stage0"].input_checkpoint == "tiny"
-    for prev, nxt in (("stage0", "stage1"), ("stage1", "stage2"), ("stage2", "stage3")):
+    # stage 1 starts from the backbone stage 0 built once and the package ships
+    assert cfgs["stage1"].input_checkpoint == str(tiny_backbone_dir())
+    for prev, nxt in (("stage1", "stage2"), ("stage2", "stage3")):
         assert cfgs[nxt].input_checkpoint == f"{cfgs[prev].output_dir}/final"
 
 
