@@ -3,6 +3,7 @@ templates, the synthetic control set and constructed longitudinal pairs (see ``d
 
 from medic_ad.data.errors import DatasetFormatError, EmptyDatasetError, ImageReadError, LoadWarning
 from medic_ad.data.pairs import ChangePairs, apply_acquisition, make_change_pairs, remove_lesion
+from medic_ad.data.cxr_opacity import OpacityPairs
 from medic_ad.data.io import (
     ImageMeta,
     MedicalImage,
@@ -56,6 +57,7 @@ __all__ = [
     "LoadWarning",
     "LoadedDataset",
     "MedicalImage",
+    "OpacityPairs",
     "Sample",
     "SyntheticControl",
     "apply_acquisition",

@@ -144,16 +144,18 @@ def remove_lesion(
     return out
 
 
-def _warp(a: np.ndarray, acq: Acquisition, nearest: bool) -> np.ndarray:
-    """``a`` rotated and shifted as ``acq`` says (normalised units: the image spans [-1, 1])."""
+def _warp(a: np.ndarray, acq: Acquisition, nearest: bool, zoom: float = 1.0) -> np.ndarray:
+    """``a`` rotated and shifted as ``acq`` says (normalised units: the image spans [-1, 1]), then
+    magnified ``zoom`` times about the centre (a narrower field of view rescaled to the same size)."""
     h, w = a.shape
-    if acq.rotation == 0.0 and acq.shift == (0.0, 0.0):
+    if acq.rotation == 0.0 and acq.shift == (0.0, 0.0) and zoom == 1.0:
         return a.copy()
     yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
     cy, cx, scale = (h - 1) / 2.0, (w - 1) / 2.0, max(h, w) / 2.0
     x, y = (xx - cx) / scale - acq.shift[0], (yy - cy) / scale - acq.shift[1]
     c, s = float(np.cos(-acq.rotation)), float(np.sin(-acq.rotation))
-    sx, sy = (c * x - s * y) * scale + cx, (s * x + c * y) * scale + cy
+    scale_in = scale / zoom
+    sx, sy = (c * x - s * y) * scale_in + cx, (s * x + c * y) * scale_in + cy
     inside = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)
     sx, sy = np.clip(sx, 0, w - 1), np.clip(sy, 0, h - 1)
     if nearest:
@@ -167,11 +169,12 @@ def _warp(a: np.ndarray, acq: Acquisition, nearest: bool) -> np.ndarray:
 
 
 def apply_acquisition(
-    image: np.ndarray, mask: np.ndarray, acq: Acquisition, rng: np.random.Generator
+    image: np.ndarray, mask: np.ndarray, acq: Acquisition, rng: np.random.Generator, *, zoom: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` and ``mask`` under a new acquisition: geometry on both, intensities on the image."""
-    warped = _warp(image.astype(np.float32), acq, nearest=False)
-    warped_mask = _warp(mask.astype(np.uint8), acq, nearest=True)
+    """``image`` and ``mask`` under a new acquisition: geometry on both, intensities on the image.
+    ``zoom`` > 1 narrows the field of view (a central crop 1/zoom wide, rescaled to the image size)."""
+    warped = _warp(image.astype(np.float32), acq, nearest=False, zoom=zoom)
+    warped_mask = _warp(mask.astype(np.uint8), acq, nearest=True, zoom=zoom)
     out = np.clip(warped, 0.0, 1.0) ** acq.gamma * acq.gain + acq.bias
     out = out + acq.noise * rng.standard_normal(out.shape).astype(np.float32)
     return np.clip(out, 0.0, 1.0).astype(np.float32), warped_mask.astype(np.uint8)

@@ -3,6 +3,9 @@
 * detection: one image with a normal/abnormal label.
 * change: pairs with a change label or answered options (MMXU); single images with lesion masks
   become worsened / improved / no-change pairs (:class:`medic_ad.data.pairs.ChangePairs`, seeded);
+  with ``pairs: {kind: opacity}`` every distinct image (of pairs or single images) is a base image of
+  synthetic-opacity pairs (:class:`medic_ad.data.cxr_opacity.OpacityPairs`, options ``seed``, ``n``, ``size``,
+  ``max_sources``);
   a *pair file* (CSV with ``prior``, ``current``, ``change`` [, ``region``, ``id``]) is read here
   because no dataset adapter keeps a change column.
 * grounding: one image with a mask file (masks may be empty: see the protocol in ``docs/eval.md``).
@@ -175,6 +178,8 @@ def _fit_to_kind(task: TaskSpec, samples: list, root: Path, fmt: str, notes: lis
         kept = [s for s in samples if s.question and s.answer is not None]
         if not kept:
             raise ValueError(f"{where}: no questions with answers to score VQA on")
+    elif (task.pairs or {}).get("kind") == "opacity":  # change pairs built on the images, whatever they hold
+        kept = _opacity_pairs(task, samples, where, notes)
     else:  # change
         kept = [s for s in samples if s.is_pair and (s.change is not None or (s.options and s.answer))]
         if not kept:
@@ -199,6 +204,7 @@ def _pairs_from_masks(task: TaskSpec, sources: list, notes: list[str]) -> "Sampl
     from medic_ad.data.io import load_mask
 
     opts = dict(task.pairs or {})
+    opts.pop("kind", None)
     seed = int(opts.pop("seed", 0))
     if isinstance(opts.get("strength"), list):  # YAML has no tuples; a (low, high) range per pair
         opts["strength"] = tuple(opts["strength"])
@@ -212,6 +218,25 @@ def _pairs_from_masks(task: TaskSpec, sources: list, notes: list[str]) -> "Sampl
         raise ValueError("no source image has a lesion in its mask; no change pairs can be built")
     pairs = ChangePairs(with_lesion, seed=seed, validate=False, **opts)
     notes.append(f"{len(pairs)} change pairs built from {len(with_lesion)} image(s) + masks (seed {seed})")
+    return SampleList(pairs)
+
+
+def _opacity_pairs(task: TaskSpec, samples: list, where: str, notes: list[str]) -> "SampleList":
+    from medic_ad.data.cxr_opacity import OpacityPairs, base_images
+
+    opts = dict(task.pairs or {})
+    opts.pop("kind")
+    seed, n, size = int(opts.pop("seed", 0)), opts.pop("n", None), opts.pop("size", 256)
+    max_sources = opts.pop("max_sources", None)
+    if opts:
+        raise ValueError(f"task {task.name!r}: unknown opacity pairs option(s) {', '.join(sorted(opts))}")
+    bases = base_images(samples)
+    if max_sources:
+        bases = evenly_spaced(bases, int(max_sources))
+    if not bases:
+        raise ValueError(f"{where}: no image to build opacity change pairs on")
+    pairs = OpacityPairs(bases, seed=seed, n=None if n is None else int(n), size=None if size is None else int(size))
+    notes.append(f"{len(pairs)} opacity change pairs built on {len(bases)} image(s) (seed {seed})")
     return SampleList(pairs)
 
 
@@ -237,9 +262,12 @@ class SampleList(Sequence):
         return sample
 
     def id_of(self, i: int) -> str:
+        from medic_ad.data.cxr_opacity import OpacityPairs
         from medic_ad.data.pairs import ChangePairs
 
         j = self._idx[i]
+        if isinstance(self._seq, OpacityPairs):
+            return self._seq.pair_id(j)
         if isinstance(self._seq, ChangePairs):
             kinds = self._seq.kinds
             source = self._seq.sources[j // len(kinds)]
@@ -248,8 +276,11 @@ class SampleList(Sequence):
 
     def sources(self) -> list:
         """The one-image samples these pairs are built from (the samples themselves when not built pairs)."""
+        from medic_ad.data.cxr_opacity import OpacityPairs
         from medic_ad.data.pairs import ChangePairs
 
+        if isinstance(self._seq, OpacityPairs):
+            return list({id(s): s for s in (self._seq.source_of(j) for j in self._idx)}.values())
         if isinstance(self._seq, ChangePairs):
             kinds = len(self._seq.kinds)
             return [self._seq.sources[j] for j in sorted({i // kinds for i in self._idx})]

@@ -13,6 +13,7 @@ A task file::
     column: Head CT                    # column title in the paper-shaped tables
     subset: 0                          # evenly spaced subsample of this size (0: all); --limit overrides
     pairs: {seed: 0}                   # change only: build worsened/improved/no-change pairs from masks
+                                       # ({kind: opacity, seed: 0}: synthetic opacities on the images)
     max_new_tokens: 8
 
 A task may render its samples instead of reading a folder: ``format: synthetic`` with
@@ -60,6 +61,7 @@ DEFAULT_PROMPTS = {
 DEFAULT_MAX_NEW_TOKENS = {"detection": 8, "change": 8, "grounding": 0, "vqa": 32}
 SYNTHETIC = "synthetic"  # the format of a task whose samples are rendered, not read
 SYNTHETIC_KEYS = {"size", "seed", "n", "abnormal_fraction"}
+PAIR_KINDS = ("masks", "opacity")  # pairs from lesion masks (ChangePairs) or synthetic opacities (OpacityPairs)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: 'options' is a mapping of the adapter's options")
         if self.pairs is not None and (self.kind != "change" or not isinstance(self.pairs, dict)):
             raise ValueError(f"task {self.name!r}: 'pairs' is a mapping and only for change tasks")
+        if self.pairs is not None and self.pairs.get("kind", "masks") not in PAIR_KINDS:
+            raise ValueError(f"task {self.name!r}: pairs kind must be one of {', '.join(PAIR_KINDS)}")
         if (self.format == SYNTHETIC) != (self.synthetic is not None):
             raise ValueError(f"task {self.name!r}: 'synthetic' (size, seed, n) goes with format synthetic, "
                              "and format synthetic needs it")

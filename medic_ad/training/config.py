@@ -30,9 +30,11 @@ class DataSource:
 
     ``name``: a registered dataset adapter (``image_folder``, ``image_mask``, …), ``synthetic``
     (the seeded control set; ``options.kind`` detection/segmentation/pairs, ``options.n``,
-    ``options.size``, ``options.seed``, ``options.abnormal_fraction``) or ``change_pairs`` (pairs
-    built from real masks; ``options.source`` names the adapter of ``root``). ``task`` forces a
-    template (detection/change/vqa/grounding/caption).
+    ``options.size``, ``options.seed``, ``options.abnormal_fraction``), ``change_pairs`` (pairs
+    built from real masks; ``options.source`` names the adapter of ``root``) or ``cxr_opacity_pairs``
+    (pairs with a synthetic opacity on the chest X-rays of ``root``'s ``split``, e.g. ``cxr_pairs``;
+    ``options.seed``, ``options.n`` pairs, ``options.size`` longest side, ``options.source`` the
+    adapter). ``task`` forces a template (detection/change/vqa/grounding/caption).
     ``label`` keeps only the samples with that image label (``normal``/``abnormal``): how a mixture
     balances an all-abnormal mask set with the normals of its source dataset.
     """

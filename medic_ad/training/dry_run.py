@@ -42,7 +42,7 @@ from medic_ad.models.precision import apply_precision, frozen_dtype
 from medic_ad.training.config import DataSource, TrainConfig
 
 ENGINES = ("single", "ddp", "zero2", "zero3", "fsdp")
-PAIR_SOURCES = ("mimic_diff_vqa", "mmxu", "cxr_pairs", "change_pairs")
+PAIR_SOURCES = ("mimic_diff_vqa", "mmxu", "cxr_pairs", "change_pairs", "cxr_opacity_pairs")
 FREE_TEXT_ANSWER_TOKENS = 64  # a free-text answer (VQA, MIMIC-Diff-VQA difference) is counted this long
 GIB = 2**30
 
