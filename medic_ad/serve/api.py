@@ -69,8 +69,13 @@ class ServeSettings:
         return self.limits.max_study_upload_bytes + _FORM_SLACK
 
     def body_limits(self) -> dict[str, tuple[int, str]]:
-        """Per path, the body limit that replaces ``max_body`` and its name in a 413's message."""
-        return {STUDY_PATH: (self.max_study_body, "study upload limit")}
+        """Per path, the body limit that replaces ``max_body`` and how a 413's message names it."""
+        return {STUDY_PATH: (self.max_study_body, f"study upload limit ({self.limits.max_study_upload_bytes} "
+                                                  f"bytes, and {_FORM_SLACK} for the form fields)")}
+
+    def body_limit_name(self) -> str:
+        """How a 413's message names ``max_body``."""
+        return f"upload limit (2 x {self.limits.max_bytes} bytes, and {_FORM_SLACK} for the form fields)"
 
 
 class Admission:
@@ -224,17 +229,19 @@ class BodyLimit:
     """ASGI middleware: refuse bodies over ``max_body`` bytes before they are parsed; a path in
     ``per_path`` (path -> (limit, its name)) has its own limit, which its 413 names."""
 
-    def __init__(self, app: Any, max_body: int, per_path: dict[str, tuple[int, str]] | None = None) -> None:
+    def __init__(self, app: Any, max_body: int, per_path: dict[str, tuple[int, str]] | None = None,
+                 name: str | None = None) -> None:
         self.app = app
         self.max_body = max_body
         self.per_path = dict(per_path or {})
+        self.name = name or f"limit of {max_body} bytes"
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         max_body, name = self.per_path.get(str(scope.get("path", "")).rstrip("/") or "/",
-                                           (self.max_body, "upload limit"))
+                                           (self.max_body, self.name))
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
             try:
@@ -242,8 +249,7 @@ class BodyLimit:
             except ValueError:
                 too_big = False
             if too_big:
-                await self._refuse(send, f"request body of {int(declared)} bytes is over the {name} of "
-                                         f"{max_body} bytes")
+                await self._refuse(send, f"request body of {int(declared)} bytes is over the {name}")
                 return
         seen = 0
         started = False
@@ -254,7 +260,7 @@ class BodyLimit:
             if message.get("type") == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > max_body:
-                    raise StarletteHTTPException(413, f"request body is over the {name} of {max_body} bytes")
+                    raise StarletteHTTPException(413, f"request body is over the {name}")
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -308,7 +314,8 @@ def create_app(service: Service, settings: ServeSettings | None = None, *, api: 
     app.state.service = service
     app.state.settings = settings
     app.state.admission = admission
-    app.add_middleware(BodyLimit, max_body=settings.max_body, per_path=settings.body_limits())
+    app.add_middleware(BodyLimit, max_body=settings.max_body, per_path=settings.body_limits(),
+                       name=settings.body_limit_name())
     _install_error_handlers(app)
 
     async def run_job(endpoint: str, job: Callable[[], Any]) -> Any:

@@ -242,7 +242,8 @@ def test_study_uploads_have_their_own_limit(service, ct_study) -> None:
     assert settings.max_body < len(big) < settings.limits.max_study_upload_bytes
     with TestClient(create_app(service, settings), raise_server_exceptions=False) as c:
         # the single-image limit refuses the body on /v1/detect, the study limit lets it through on /v1/study
-        assert "upload limit" in _error(c.post("/v1/detect", files={"image": ("x", big)}), 413, "too_large")
+        detect = _error(c.post("/v1/detect", files={"image": ("x", big)}), 413, "too_large")
+        assert f"upload limit (2 x {settings.limits.max_bytes} bytes" in detect and "study" not in detect
         r = c.post("/v1/study", files={"zip": ("s.zip", big)})
         assert r.status_code == 200 and r.json()["n_slices"] == 5, r.text
     # over the study limit: refused by the body limit (Content-Length), then by the route (the zip itself)
@@ -250,7 +251,7 @@ def test_study_uploads_have_their_own_limit(service, ct_study) -> None:
         tight = ServeSettings(limits=Limits(max_study_upload_bytes=limit), max_concurrent=1, max_waiting=0)
         with TestClient(create_app(service, tight), raise_server_exceptions=False) as c:
             message = _error(c.post("/v1/study", files={"zip": ("s.zip", big)}), 413, "too_large")
-            assert "study upload limit" in message and where in message, message
+            assert "study upload limit" in message and where in message and str(limit) in message, message
     # the files of a study count together against it; each file still against the per-file limit
     tight = ServeSettings(limits=Limits(max_study_upload_bytes=len(one) * 3 // 2), max_concurrent=1, max_waiting=0)
     with TestClient(create_app(service, tight), raise_server_exceptions=False) as c:
