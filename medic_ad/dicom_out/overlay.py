@@ -16,7 +16,7 @@ from pydicom.pixels import apply_modality_lut
 
 from medic_ad.data.io.transforms import min_max, voi_window
 from medic_ad.dicom_out.common import (MANUFACTURER, SERIES_NUMBERS, Algorithm, check_sources, derived_uid,
-                                       series_description)
+                                       referenced_frames, series_description)
 from medic_ad.serve.overlay import blend
 from medic_ad.studies.result import StudyResult
 
@@ -75,7 +75,8 @@ def build_overlay_capture(result: StudyResult, sources: Sequence[pydicom.Dataset
     ref = pydicom.Dataset()
     ref.ReferencedSOPClassUID = key.SOPClassUID
     ref.ReferencedSOPInstanceUID = key.SOPInstanceUID
-    if key_frame is not None:
-        ref.ReferencedFrameNumber = int(key_frame)
+    frame_ref = referenced_frames(key, key_frame)
+    if frame_ref is not None:
+        ref.ReferencedFrameNumber = frame_ref[0]
     sc.SourceImageSequence = [ref]
     return sc

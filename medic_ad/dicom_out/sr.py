@@ -24,7 +24,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from medic_ad.dicom_out.common import (MANUFACTURER, Algorithm, check_sources, derived_uid, object_identity,
-                                       series_description)
+                                       referenced_frames, series_description)
 from medic_ad.studies.result import StudyResult
 
 __all__ = ["ANSWER_CONCEPT", "QUALITATIVE_EVALUATIONS", "SCORE_CONCEPT", "answer_container", "build_sr", "observer"]
@@ -97,7 +97,7 @@ def build_sr(result: StudyResult, sources: Sequence[pydicom.Dataset], algorithm:
                                         algorithm_id=algorithm_id)],
         finding_type=codes.SCT.Abnormal if result.abnormal else codes.SCT.Normal,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(
-            key, referenced_frame_numbers=None if key_frame is None else [int(key_frame)])],
+            key, referenced_frame_numbers=referenced_frames(key, key_frame))],
     )
     report = hd.sr.MeasurementReport(
         observation_context=context,

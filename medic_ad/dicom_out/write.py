@@ -68,10 +68,14 @@ def write_study_objects(result: StudyResult, sources: Sequence[pydicom.Dataset],
 
 
 def write_comparison_objects(row: dict, current: Sequence[pydicom.Dataset], prior: Sequence[pydicom.Dataset],
-                             out_dir: Path, *, model_name: str, model_version: str, checkpoint_digest: str) -> Path:
+                             out_dir: Path, *, model_name: str, model_version: str, checkpoint_digest: str,
+                             current_frames: Sequence[int | None] | None = None,
+                             prior_frames: Sequence[int | None] | None = None) -> Path:
     """Write the comparison SR of one ``comparisons.jsonl`` row into the current study; returns its path.
 
-    ``current`` / ``prior``: the two series, ordered as the row's slice indices count them.
+    ``current`` / ``prior``: the two series, one header per slice position, ordered as the row's slice
+    indices count them; ``*_frames``: per position, the frame number in a multi-frame file, else None.
     """
     algorithm = Algorithm(model_name, model_version, checkpoint_digest)
-    return save_atomic(build_comparison_sr(row, current, prior, algorithm), comparison_path(out_dir, row))
+    sr = build_comparison_sr(row, current, prior, algorithm, current_frames=current_frames, prior_frames=prior_frames)
+    return save_atomic(sr, comparison_path(out_dir, row))

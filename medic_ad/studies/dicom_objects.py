@@ -130,9 +130,10 @@ class DicomOutput:
         None for a failed row or a pair that is not two DICOM series."""
         if row.get("status") != "ok" or current.kind != "dicom" or prior.kind != "dicom":
             return None
-        path = self.comparison_writer(row, _source_slices(current)[0], _source_slices(prior)[0], self.out_dir,
-                                      model_name=self.model_name, model_version=self.model_version,
-                                      checkpoint_digest=self.checkpoint_digest)
+        (now, now_frames), (before, before_frames) = _source_slices(current), _source_slices(prior)
+        path = self.comparison_writer(row, now, before, self.out_dir, model_name=self.model_name,
+                                      model_version=self.model_version, checkpoint_digest=self.checkpoint_digest,
+                                      current_frames=now_frames, prior_frames=before_frames)
         self._store([path])
         return path
 

@@ -243,3 +243,59 @@ def test_multiframe_map_frames_keep_their_heatmaps():
     for pixels, frame in zip(pm.pixel_array, pm.PerFrameFunctionalGroupsSequence):
         number = int(frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber)
         assert float(pixels.mean()) == pytest.approx(values[frames.index(number)], abs=1e-5)
+
+
+def test_comparison_sr_of_multiframe_studies_references_the_frames(predict, tmp_path):
+    """Two enhanced CT studies of one patient (copies of pydicom's eCT_Supplemental.dcm): the comparison SR
+    references each compared slice as its file's SOP instance and frame."""
+    from pydicom.uid import generate_uid
+
+    from medic_ad.studies.series import group_files
+
+    (tmp_path / "in").mkdir()
+    built = {}
+    for name, date in (("prior", "20230101"), ("current", "20240101")):
+        ds = pydicom.dcmread(_testdata("eCT_Supplemental.dcm"))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.PatientID, ds.StudyDate = "PM", date
+        ds.save_as(tmp_path / "in" / f"{name}.dcm", enforce_file_format=True)
+        built[name] = ds
+    out = tmp_path / "o"
+    code, err = predict(tmp_path / "in", "--out", out, "--compare")
+    assert code == 0, err
+    assert all(r["status"] == "ok" for r in _rows(out).values())
+    (row,) = _rows(out, "comparisons").values()
+    assert row["status"] == "ok"
+    current, prior = built["current"], built["prior"]
+    path = out / "dicom" / current.StudyInstanceUID / \
+        f"{current.SeriesInstanceUID}.comparison.{prior.SeriesInstanceUID}.dcm"
+    (group,) = hd.sr.srread(path).content.get_image_measurement_groups()
+    frame_at = {}
+    for name in ("current", "prior"):
+        (series,), _ = group_files([tmp_path / "in" / f"{name}.dcm"])
+        frame_at[name] = [ref.index + 1 for ref in series.slices]
+    refs = [(s.referenced_sop_instance_uid, s.referenced_frame_numbers) for s in group.source_images]
+    assert refs == [(current.SOPInstanceUID, [frame_at["current"][row["current_slice_index"]]]),
+                    (prior.SOPInstanceUID, [frame_at["prior"][row["prior_slice_index"]]])]
+
+
+def test_legacy_multiframe_file_is_referenced_whole(predict, tmp_path):
+    """A CT Image Storage file carrying NumberOfFrames (an IOD without frames): its objects are written and
+    reference the instance, without a frame number (which its IOD cannot have)."""
+    from study_builders import write_multiframe_ct
+
+    built = write_multiframe_ct(tmp_path / "in" / "mf.dcm", n_frames=4, lesion=(2,))
+    out = tmp_path / "o"
+    code, err = predict(tmp_path / "in", "--out", out, "--explain", "--overlay")
+    assert code == 0, err
+    row = _rows(out)[built.study_uid]
+    assert row["status"] == "ok", row
+    folder = out / "dicom" / built.study_uid
+    (group,) = hd.sr.srread(folder / f"{built.series_uid}.sr.dcm").content.get_image_measurement_groups()
+    (key,) = group.source_images
+    assert key.referenced_sop_instance_uid == built.sop_uids[0] and not key.referenced_frame_numbers
+    sc = pydicom.dcmread(folder / f"{built.series_uid}.overlay.dcm")
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == built.sop_uids[0]
+    assert "ReferencedFrameNumber" not in sc.SourceImageSequence[0]
+    assert not (folder / f"{built.series_uid}.heatmap.dcm").exists()  # its frames state no positions
