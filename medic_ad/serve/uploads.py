@@ -8,8 +8,9 @@ or an encrypted member refuses the whole archive (``bad_archive``); member count
 size and the total size are checked against :class:`~medic_ad.serve.sanity.Limits` from the
 central directory, then again on the bytes really inflated, so a zip bomb whose directory lies is
 cut off at the limit (``too_large``), and a member that inflates to another size than its directory
-states is refused. An upload refused half-way leaves nothing of itself in the folder. Hidden files and macOS resource forks (``__MACOSX/``) are
-left out. The folder and all in it are deleted when the ``with`` block ends, whatever happened.
+states is refused. An upload refused half-way leaves nothing of itself in the folder. Hidden files
+and macOS resource forks (``__MACOSX/``) are left out. The folder and all in it are deleted when the
+``with`` block ends, whatever happened.
 
 Messages name a file by its number (``file 3``, ``member 3``), never by its name.
 """
