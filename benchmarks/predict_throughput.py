@@ -11,7 +11,11 @@ of the same size:
   ``studies.jsonl`` part file appended and merged.
 
 The ratio of their studies/s (target ≥ 0.9) says how much of the decoding the job hides behind the
-model. Rounds are interleaved (``common.measure``); each predict round writes to a fresh folder.
+model. Rounds are interleaved (``common.measure``); each predict round writes to a fresh folder, removed
+only after the last round (removing it is not the job's work). The model-alone side gets the slices
+exactly as the job's workers hand them over (``MedicalImage``), so both model calls do the same
+preprocessing (RGB conversion, resizing, normalisation inside ``detect``) and the ratio counts only
+what the job adds: decoding not hidden, the workers' start and end, rows, merge.
 """
 
 from __future__ import annotations
@@ -86,9 +90,8 @@ def run(*, quick: bool, log: Callable[[str], None], repeats: int | None = None) 
                 model.detect(decoded[start:start + batch_size], batch_size=batch_size)
 
         def predict_job() -> None:
-            out = tmp / f"out{next(rounds)}"
-            predict_studies(model, series, failed, out, config)
-            shutil.rmtree(out)
+            # each round's folder stays until the end: deleting it is the benchmark's chore, not the job's
+            predict_studies(model, series, failed, tmp / f"out{next(rounds)}", config)
 
         with torch.inference_mode():
             samples = common.measure({"model_alone": model_alone, "predict_job": predict_job}, warmup=1,

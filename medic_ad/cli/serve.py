@@ -25,7 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="DIR", help="MEDIC-AD checkpoint folder (default: $MEDIC_AD_MODEL or the "
                                                   "demo's runs/demo/checkpoint)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest upload per study in MiB (default: 64)")
+    p.add_argument("--max-upload-mb", type=float, default=64.0,
+                   help="largest image upload, and largest file of a study, in MiB (default: 64)")
+    p.add_argument("--max-study-upload-mb", type=float, default=512.0,
+                   help="largest study upload (all its files, or its zip) in MiB (default: 512)")
     p.add_argument("--max-pixels", type=int, default=50_000_000, help="largest image in pixels (default: 50e6)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request before 503 (default: 60)")
     p.add_argument("--max-concurrent", type=int, default=1, help="model jobs at once (default: 1)")
@@ -39,11 +42,12 @@ def settings_from_args(args: argparse.Namespace):
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1-65535, got {args.port}")
-    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.timeout <= 0:
-        raise ValueError("--max-upload-mb, --max-pixels and --timeout must be positive")
+    if args.max_upload_mb <= 0 or args.max_study_upload_mb <= 0 or args.max_pixels <= 0 or args.timeout <= 0:
+        raise ValueError("--max-upload-mb, --max-study-upload-mb, --max-pixels and --timeout must be positive")
     if args.max_concurrent < 1 or args.max_waiting < 0:
         raise ValueError("--max-concurrent must be at least 1 and --max-waiting at least 0")
-    limits = Limits(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
+    limits = Limits(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
+                    max_study_upload_bytes=int(args.max_study_upload_mb * 1024 * 1024))
     return ServeSettings(limits=limits, timeout_s=args.timeout, max_concurrent=args.max_concurrent,
                          max_waiting=args.max_waiting)
 

@@ -17,7 +17,7 @@ import pydicom
 from pydicom.uid import generate_uid
 
 __all__ = ["MANUFACTURER", "RESEARCH_ONLY", "SERIES_NUMBERS", "Algorithm", "check_sources", "derived_uid",
-           "object_identity", "series_description"]
+           "object_identity", "referenced_frames", "series_description"]
 
 MANUFACTURER = "medic-ad"
 RESEARCH_ONLY = "research use only"
@@ -58,6 +58,18 @@ def object_identity(algorithm: Algorithm, key: str, kind: str) -> dict[str, obje
             "software_versions": algorithm.version,
             # DeviceSerialNumber is LO (64 characters); the whole digest is in the SR's algorithm context
             "device_serial_number": algorithm.checkpoint_digest[:64]}
+
+
+def referenced_frames(ds: pydicom.Dataset, frame: int | None) -> list[int] | None:
+    """``[frame]`` (1-based) to reference one frame of ``ds``, or None to reference the whole instance.
+
+    Only an IOD that has frames (enhanced CT / MR, ...) can have one referenced: a file that carries
+    NumberOfFrames under a single-frame IOD (a legacy CT Image Storage, say) is referenced as a
+    whole. highdicom refuses frame numbers by this same test, so its own helper decides.
+    """
+    from highdicom._standard_utils import is_multiframe_image
+
+    return None if frame is None or not is_multiframe_image(ds) else [int(frame)]
 
 
 def series_description(kind: str) -> str:

@@ -24,7 +24,8 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from medic_ad.dicom_out.common import Algorithm, check_sources, derived_uid, object_identity, series_description
+from medic_ad.dicom_out.common import (Algorithm, check_sources, derived_uid, object_identity, referenced_frames,
+                                       series_description)
 from medic_ad.dicom_out.sr import answer_container, observer
 
 __all__ = ["CHANGE_CODES", "CHANGE_CONCEPT", "PROBABILITY_CODES", "build_comparison_sr", "comparison_path"]
@@ -54,9 +55,23 @@ def _slice(sources: Sequence[pydicom.Dataset], index: Any, role: str) -> pydicom
     return sources[index]
 
 
+def _frame(frames: Sequence[int | None] | None, index: int, n: int) -> int | None:
+    """The frame number of slice ``index`` when it is a frame of a multi-frame file, else None."""
+    if frames is None:
+        return None
+    if len(frames) != n:
+        raise ValueError(f"{len(frames)} frame numbers for a series of {n} slices")
+    return frames[index]
+
+
 def build_comparison_sr(row: dict[str, Any], current: Sequence[pydicom.Dataset], prior: Sequence[pydicom.Dataset],
-                        algorithm: Algorithm) -> hd.sr.Comprehensive3DSR:
-    """The SR of one ``ok`` comparison row over the current and prior series (each ordered as the row counts)."""
+                        algorithm: Algorithm, *, current_frames: Sequence[int | None] | None = None,
+                        prior_frames: Sequence[int | None] | None = None) -> hd.sr.Comprehensive3DSR:
+    """The SR of one ``ok`` comparison row over the current and prior series (each ordered as the row counts).
+
+    ``current_frames`` / ``prior_frames``: per slice position, its frame number (1-based) in a
+    multi-frame source, else None; a compared slice that is a frame is referenced with its frame number.
+    """
     missing = [k for k in REFERENCE_KEYS if row.get(k) is None]
     if missing:
         raise ValueError(f"comparison row lacks {', '.join(missing)}")
@@ -82,7 +97,10 @@ def build_comparison_sr(row: dict[str, Any], current: Sequence[pydicom.Dataset],
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(CHANGE_CONCEPT, CHANGE_CODES[label])],
         measurements=[hd.sr.Measurement(name=PROBABILITY_CODES[k], value=v, unit=codes.UCUM.NoUnits,
                                         algorithm_id=algorithm_id) for k, v in probs.items()],
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in (current_key, prior_key)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(
+            ds, referenced_frame_numbers=referenced_frames(ds, _frame(frames, row[key], len(sources))))
+            for ds, frames, key, sources in ((current_key, current_frames, "current_slice_index", current),
+                                             (prior_key, prior_frames, "prior_slice_index", prior))],
     )
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=codes.SCT.ImagingProcedure,
                                      imaging_measurements=[group])
@@ -90,7 +108,8 @@ def build_comparison_sr(row: dict[str, Any], current: Sequence[pydicom.Dataset],
     report[0].ContentSequence.append(answer_container(summary))
 
     return hd.sr.Comprehensive3DSR(
-        evidence=[*current, *prior],  # current first: the SR's patient and study modules come from evidence[0]
+        # current first: the SR's patient and study modules come from evidence[0]; a multi-frame file once
+        evidence=list({str(ds.SOPInstanceUID): ds for ds in [*current, *prior]}.values()),
         content=report[0],
         **object_identity(algorithm, pair_uid, "comparison"),
         is_complete=True,

@@ -16,7 +16,7 @@ from pydicom.pixels import apply_modality_lut
 
 from medic_ad.data.io.transforms import min_max, voi_window
 from medic_ad.dicom_out.common import (MANUFACTURER, SERIES_NUMBERS, Algorithm, check_sources, derived_uid,
-                                       series_description)
+                                       referenced_frames, series_description)
 from medic_ad.serve.overlay import blend
 from medic_ad.studies.result import StudyResult
 
@@ -27,23 +27,28 @@ def _first(value) -> float:
     return float(value[0]) if isinstance(value, pydicom.multival.MultiValue) else float(value)
 
 
-def windowed(ds: pydicom.Dataset) -> np.ndarray:
-    """The slice as float32 in [0, 1]."""
-    values = apply_modality_lut(ds.pixel_array, ds)
+def windowed(ds: pydicom.Dataset, frame: int | None = None) -> np.ndarray:
+    """The slice (frame ``frame``, 1-based, of a multi-frame file) as float32 in [0, 1]."""
+    pixels = ds.pixel_array
+    if frame is not None and int(ds.get("NumberOfFrames") or 1) > 1:
+        pixels = pixels[int(frame) - 1]
+    values = apply_modality_lut(pixels, ds)
     if "WindowCenter" in ds and "WindowWidth" in ds:
         return voi_window(values, _first(ds.WindowCenter), _first(ds.WindowWidth))
     return min_max(values)
 
 
 def build_overlay_capture(result: StudyResult, sources: Sequence[pydicom.Dataset],
-                          algorithm: Algorithm, *, alpha: float = 0.5) -> hd.sc.SCImage:
-    """The Secondary Capture of the key slice's heatmap over the key slice."""
+                          algorithm: Algorithm, *, alpha: float = 0.5,
+                          frames: Sequence[int | None] | None = None) -> hd.sc.SCImage:
+    """The Secondary Capture of the key slice's heatmap over the key slice (``frames`` as for the SR)."""
     check_sources(sources, result.study_uid, result.series_uid)
     if result.heatmaps is None or result.key_slice_index not in result.slice_indices:
         raise ValueError(f"study {result.study_uid} has no heatmap of its key slice")
     key = sources[result.key_slice_index]
+    key_frame = frames[result.key_slice_index] if frames is not None else None
     heat = np.asarray(result.heatmaps[result.slice_indices.index(result.key_slice_index)], dtype=np.float32)
-    rgb = blend(windowed(key), heat, alpha=alpha)
+    rgb = blend(windowed(key, key_frame), heat, alpha=alpha)
     spacing = tuple(float(v) for v in key.PixelSpacing) if "PixelSpacing" in key else None
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=key,
@@ -70,5 +75,8 @@ def build_overlay_capture(result: StudyResult, sources: Sequence[pydicom.Dataset
     ref = pydicom.Dataset()
     ref.ReferencedSOPClassUID = key.SOPClassUID
     ref.ReferencedSOPInstanceUID = key.SOPInstanceUID
+    frame_ref = referenced_frames(key, key_frame)
+    if frame_ref is not None:
+        ref.ReferencedFrameNumber = frame_ref[0]
     sc.SourceImageSequence = [ref]
     return sc

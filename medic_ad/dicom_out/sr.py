@@ -24,7 +24,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from medic_ad.dicom_out.common import (MANUFACTURER, Algorithm, check_sources, derived_uid, object_identity,
-                                       series_description)
+                                       referenced_frames, series_description)
 from medic_ad.studies.result import StudyResult
 
 __all__ = ["ANSWER_CONCEPT", "QUALITATIVE_EVALUATIONS", "SCORE_CONCEPT", "answer_container", "build_sr", "observer"]
@@ -73,12 +73,20 @@ def answer_container(text: str) -> hd.sr.ContainerContentItem:
     return evaluations
 
 
-def build_sr(result: StudyResult, sources: Sequence[pydicom.Dataset], algorithm: Algorithm) -> hd.sr.Comprehensive3DSR:
-    """The SR for ``result`` over its ordered source slices; patient and study modules come from them."""
+def build_sr(result: StudyResult, sources: Sequence[pydicom.Dataset], algorithm: Algorithm, *,
+             frames: Sequence[int | None] | None = None) -> hd.sr.Comprehensive3DSR:
+    """The SR for ``result`` over its ordered source slices; patient and study modules come from them.
+
+    ``frames``: per slice position, its frame number (1-based) in a multi-frame source, else None; a
+    key slice that is a frame is referenced as the file's SOP instance and that ReferencedFrameNumber.
+    """
     check_sources(sources, result.study_uid, result.series_uid)
     if result.status != "ok" or result.score is None or result.abnormal is None:
         raise ValueError(f"study {result.study_uid} has no finished result to report (status {result.status})")
     key = _key_slice(result, sources)
+    if frames is not None and len(frames) != len(sources):
+        raise ValueError(f"{len(frames)} frame numbers for a series of {len(sources)} slices")
+    key_frame = frames[result.key_slice_index] if frames is not None else None
 
     algorithm_id, context = observer(algorithm)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -88,7 +96,8 @@ def build_sr(result: StudyResult, sources: Sequence[pydicom.Dataset], algorithm:
         measurements=[hd.sr.Measurement(name=SCORE_CONCEPT, value=float(result.score), unit=codes.UCUM.NoUnits,
                                         algorithm_id=algorithm_id)],
         finding_type=codes.SCT.Abnormal if result.abnormal else codes.SCT.Normal,
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(key)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(
+            key, referenced_frame_numbers=referenced_frames(key, key_frame))],
     )
     report = hd.sr.MeasurementReport(
         observation_context=context,
@@ -99,7 +108,8 @@ def build_sr(result: StudyResult, sources: Sequence[pydicom.Dataset], algorithm:
         report[0].ContentSequence.append(answer_container(result.answer))
 
     return hd.sr.Comprehensive3DSR(
-        evidence=list(sources),
+        # a multi-frame file stands for several slice positions: each instance is evidence once
+        evidence=list({str(ds.SOPInstanceUID): ds for ds in sources}.values()),
         content=report[0],
         **object_identity(algorithm, result.series_uid, "sr"),
         is_complete=True,

@@ -49,27 +49,33 @@ def save_atomic(ds: pydicom.Dataset, path: Path) -> Path:
 
 def write_study_objects(result: StudyResult, sources: Sequence[pydicom.Dataset], out_dir: Path, *,
                         model_name: str, model_version: str, checkpoint_digest: str, heatmaps: bool,
-                        overlay: bool = False) -> list[Path]:
+                        overlay: bool = False, frames: Sequence[int | None] | None = None) -> list[Path]:
     """Write the SR, the heatmap Parametric Map (``heatmaps``) and the overlay capture (``overlay``).
 
-    ``sources``: the result's series, ordered as ``result``'s slice indices count them. All objects
-    are built before any is written, so an error leaves nothing new behind. Returns the written paths.
+    ``sources``: the result's series, one header per slice position, ordered as ``result``'s slice
+    indices count them (a multi-frame file's header once per frame); ``frames``: per position, the
+    frame number (1-based) in a multi-frame file, else None. All objects are built before any is
+    written, so an error leaves nothing new behind. Returns the written paths.
     """
     algorithm = Algorithm(model_name, model_version, checkpoint_digest)
-    built = {"sr": build_sr(result, sources, algorithm)}
+    built = {"sr": build_sr(result, sources, algorithm, frames=frames)}
     if heatmaps:
-        built["heatmap"] = build_heatmap_object(result, sources, algorithm)
+        built["heatmap"] = build_heatmap_object(result, sources, algorithm, frames=frames)
     if overlay:
-        built["overlay"] = build_overlay_capture(result, sources, algorithm)
+        built["overlay"] = build_overlay_capture(result, sources, algorithm, frames=frames)
     return [save_atomic(ds, object_path(out_dir, result.study_uid, result.series_uid, kind))
             for kind, ds in built.items()]
 
 
 def write_comparison_objects(row: dict, current: Sequence[pydicom.Dataset], prior: Sequence[pydicom.Dataset],
-                             out_dir: Path, *, model_name: str, model_version: str, checkpoint_digest: str) -> Path:
+                             out_dir: Path, *, model_name: str, model_version: str, checkpoint_digest: str,
+                             current_frames: Sequence[int | None] | None = None,
+                             prior_frames: Sequence[int | None] | None = None) -> Path:
     """Write the comparison SR of one ``comparisons.jsonl`` row into the current study; returns its path.
 
-    ``current`` / ``prior``: the two series, ordered as the row's slice indices count them.
+    ``current`` / ``prior``: the two series, one header per slice position, ordered as the row's slice
+    indices count them; ``*_frames``: per position, the frame number in a multi-frame file, else None.
     """
     algorithm = Algorithm(model_name, model_version, checkpoint_digest)
-    return save_atomic(build_comparison_sr(row, current, prior, algorithm), comparison_path(out_dir, row))
+    sr = build_comparison_sr(row, current, prior, algorithm, current_frames=current_frames, prior_frames=prior_frames)
+    return save_atomic(sr, comparison_path(out_dir, row))

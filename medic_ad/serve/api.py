@@ -41,6 +41,10 @@ __all__ = ["Admission", "ServeSettings", "create_app"]
 
 log = logging.getLogger("medic_ad.serve.api")
 
+#: room for the multipart framing and the form fields around the uploaded files
+_FORM_SLACK = 256 * 1024
+STUDY_PATH = "/v1/study"
+
 _STATUS_REASON = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "timeout",
                   413: "too_large", 415: "not_an_image", 422: "invalid_request", 503: "overloaded"}
 
@@ -57,7 +61,21 @@ class ServeSettings:
 
     @property
     def max_body(self) -> int:
-        return 2 * self.limits.max_bytes + 256 * 1024  # two studies and the form fields
+        return 2 * self.limits.max_bytes + _FORM_SLACK  # two images and the form fields
+
+    @property
+    def max_study_body(self) -> int:
+        """The body limit of ``POST /v1/study``: one study upload (all its files, or its zip) and the form fields."""
+        return self.limits.max_study_upload_bytes + _FORM_SLACK
+
+    def body_limits(self) -> dict[str, tuple[int, str]]:
+        """Per path, the body limit that replaces ``max_body`` and how a 413's message names it."""
+        return {STUDY_PATH: (self.max_study_body, f"study upload limit ({self.limits.max_study_upload_bytes} "
+                                                  f"bytes, and {_FORM_SLACK} for the form fields)")}
+
+    def body_limit_name(self) -> str:
+        """How a 413's message names ``max_body``."""
+        return f"upload limit (2 x {self.limits.max_bytes} bytes, and {_FORM_SLACK} for the form fields)"
 
 
 class Admission:
@@ -208,25 +226,30 @@ _PNG = {"content": {"image/png": {}}, "description": "JSON, or the picture itsel
 
 
 class BodyLimit:
-    """ASGI middleware: refuse bodies over ``max_body`` bytes before they are parsed."""
+    """ASGI middleware: refuse bodies over ``max_body`` bytes before they are parsed; a path in
+    ``per_path`` (path -> (limit, its name)) has its own limit, which its 413 names."""
 
-    def __init__(self, app: Any, max_body: int) -> None:
+    def __init__(self, app: Any, max_body: int, per_path: dict[str, tuple[int, str]] | None = None,
+                 name: str | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        self.per_path = dict(per_path or {})
+        self.name = name or f"limit of {max_body} bytes"
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_body, name = self.per_path.get(str(scope.get("path", "")).rstrip("/") or "/",
+                                           (self.max_body, self.name))
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
             try:
-                too_big = int(declared) > self.max_body
+                too_big = int(declared) > max_body
             except ValueError:
                 too_big = False
             if too_big:
-                await self._refuse(send, f"request body of {int(declared)} bytes is over the limit of "
-                                         f"{self.max_body} bytes")
+                await self._refuse(send, f"request body of {int(declared)} bytes is over the {name}")
                 return
         seen = 0
         started = False
@@ -236,8 +259,8 @@ class BodyLimit:
             message = await receive()
             if message.get("type") == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise StarletteHTTPException(413, f"request body is over the limit of {self.max_body} bytes")
+                if seen > max_body:
+                    raise StarletteHTTPException(413, f"request body is over the {name}")
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -291,7 +314,8 @@ def create_app(service: Service, settings: ServeSettings | None = None, *, api: 
     app.state.service = service
     app.state.settings = settings
     app.state.admission = admission
-    app.add_middleware(BodyLimit, max_body=settings.max_body)
+    app.add_middleware(BodyLimit, max_body=settings.max_body, per_path=settings.body_limits(),
+                       name=settings.body_limit_name())
     _install_error_handlers(app)
 
     async def run_job(endpoint: str, job: Callable[[], Any]) -> Any:
@@ -336,7 +360,9 @@ def create_app(service: Service, settings: ServeSettings | None = None, *, api: 
         from medic_ad.serve.ui import build_ui
 
         blocks = build_ui(service, max_waiting=settings.max_waiting)
-        gr.mount_gradio_app(app, blocks, path="/ui", footer_links=[], max_file_size=settings.limits.max_bytes)
+        # Gradio's one file-size cap must let a study's zip through; the service applies each tab's own limit
+        biggest = max(settings.limits.max_bytes, settings.limits.max_study_upload_bytes)
+        gr.mount_gradio_app(app, blocks, path="/ui", footer_links=[], max_file_size=biggest)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -345,12 +371,16 @@ def create_app(service: Service, settings: ServeSettings | None = None, *, api: 
     return app
 
 
-async def _read_upload(upload: UploadFile | None, field_name: str, limits: Limits) -> bytes:
+async def _read_upload(upload: UploadFile | None, field_name: str, limits: Limits, *, max_bytes: int | None = None,
+                       limit_name: str = "upload limit") -> bytes:
+    """The upload's bytes, at most ``max_bytes`` (default ``limits.max_bytes``): over it, one ``too_large``
+    naming the limit, read no further."""
     if upload is None:
         raise SanityError("empty_file", "no file uploaded", name=field_name)
-    data = await upload.read(limits.max_bytes + 1)
-    if len(data) > limits.max_bytes:
-        raise SanityError("too_large", f"over the {limits.max_bytes}-byte upload limit", name=field_name)
+    cap = limits.max_bytes if max_bytes is None else max_bytes
+    data = await upload.read(cap + 1)
+    if len(data) > cap:
+        raise SanityError("too_large", f"over the {cap}-byte {limit_name}", name=field_name)
     return data
 
 
@@ -455,7 +485,7 @@ def _add_routes(app: FastAPI, service: Service, settings: ServeSettings, run_job
         result["sidebyside_png"] = _b64(png)
         return result
 
-    @app.post("/v1/study", tags=["v1"], response_model=StudyResponse, responses={**_ERRORS, 200: _PNG},
+    @app.post(STUDY_PATH, tags=["v1"], response_model=StudyResponse, responses={**_ERRORS, 200: _PNG},
               summary="One study (a series' files, or a zip of them): study answer, score, key slice, slice scores")
     async def study(
         files: list[UploadFile] | None = File(None, description="the series' files: DICOM slices, a multi-frame "
@@ -475,9 +505,18 @@ def _add_routes(app: FastAPI, service: Service, settings: ServeSettings, run_job
     ) -> Any:
         if files and zip is not None:
             raise SanityError("bad_option", "send the series as `files` or as one `zip`, not both", name="study")
-        uploads = [await _read_upload(f, "files", limits) for f in files or []]
+        # each file is one image (max_bytes); together, or as one zip, the study upload limit
+        uploads, total = [], 0
+        for f in files or []:
+            data = await _read_upload(f, "files", limits)
+            total += len(data)
+            if total > limits.max_study_upload_bytes:
+                raise SanityError("too_large", f"the study's files are over the {limits.max_study_upload_bytes}-byte "
+                                               "study upload limit", name="files")
+            uploads.append(data)
         if zip is not None:
-            data = await _read_upload(zip, "zip", limits)
+            data = await _read_upload(zip, "zip", limits, max_bytes=limits.max_study_upload_bytes,
+                                      limit_name="study upload limit")
             if not is_zip(data):
                 raise SanityError("bad_archive", "not a zip archive", name="zip")
             uploads.append(data)

@@ -96,11 +96,14 @@ class Limits:
     min_std: float = 0.01  # on the [0, 1] scale: below ~2.5 grey levels of 255 is a blank frame
     max_files: int = 2000  # files of one study upload (a zip's members counted)
     max_study_bytes: int = 1024 * 1024 * 1024  # one study upload once unzipped
+    # one study upload as sent (all its files, or its zip): a series is hundreds of slices, so it has
+    # its own limit rather than max_bytes, which bounds one image (and each file of a study)
+    max_study_upload_bytes: int = 512 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0 or self.max_pixels <= 0 or self.min_side < 1 or self.max_aspect < 1:
             raise ValueError("limits must be positive (max_aspect >= 1, min_side >= 1)")
-        if self.max_files < 1 or self.max_study_bytes <= 0:
+        if self.max_files < 1 or self.max_study_bytes <= 0 or self.max_study_upload_bytes <= 0:
             raise ValueError("study limits must be positive (max_files >= 1)")
 
 

@@ -259,6 +259,10 @@ class Service:
         items = [uploads] if isinstance(uploads, (bytes, bytearray, memoryview)) else list(uploads)
         if not items:
             raise SanityError("empty_file", "no files uploaded", name=name)
+        sent = sum(len(x) for x in items)
+        if sent > self.limits.max_study_upload_bytes:  # the API refuses it sooner; the UI hands it over whole
+            raise SanityError("too_large", f"the study upload of {sent} bytes is over the "
+                                           f"{self.limits.max_study_upload_bytes}-byte study upload limit", name=name)
         started = time.perf_counter()
         kept: dict[int, MedicalImage] = {}
         with StudyFolder(self.limits, tmp_dir=self.tmp_dir, name=name) as folder:

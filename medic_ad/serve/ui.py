@@ -136,9 +136,13 @@ def analyse_series(service: Service, uploads: list[bytes] | bytes | None, slices
     except ValueError as exc:
         return f"### Could not process this study\n{str(exc).splitlines()[0][:300]}", hidden, None, "", None
     r = study.result
+    row = study.to_dict()  # the API's answer: the same fields, the same values
     lines = [f"### Answer: {study.verdict}",
              f"**Study score** P(abnormal) = **{r.score:.3f}** ({study.score_rule} over {len(r.slice_indices)} "
              f"of {r.n_slices} slices)",
+             # which series was read matters when the study had several; UIDs carry no patient field
+             f"**Series UID** `{row['series_uid']}` · **Study UID** `{row['study_uid']}` · **score** "
+             f"`{row['score']}`",
              f"**Key slice**: {r.key_slice_index} (slices are numbered 0\u2013{r.n_slices - 1} along the slice "
              "normal, inferior first for axial CT)",
              f"Model's words on the key slice: `{(r.answer or '').strip() or '(empty)'}`"]

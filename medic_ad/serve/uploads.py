@@ -7,14 +7,17 @@ before anything is extracted: an absolute member path, one that climbs out of th
 or an encrypted member refuses the whole archive (``bad_archive``); member count, each member's
 size and the total size are checked against :class:`~medic_ad.serve.sanity.Limits` from the
 central directory, then again on the bytes really inflated, so a zip bomb whose directory lies is
-cut off at the limit (``too_large``). Hidden files and macOS resource forks (``__MACOSX/``) are
-left out. The folder and all in it are deleted when the ``with`` block ends, whatever happened.
+cut off at the limit (``too_large``), and a member that inflates to another size than its directory
+states is refused. An upload refused half-way leaves nothing of itself in the folder. Hidden files
+and macOS resource forks (``__MACOSX/``) are left out. The folder and all in it are deleted when the
+``with`` block ends, whatever happened.
 
 Messages name a file by its number (``file 3``, ``member 3``), never by its name.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import shutil
 import tempfile
@@ -86,16 +89,27 @@ class StudyFolder:
 
     # ------------------------------------------------------------------------------------------ adding
     def add(self, data: bytes) -> None:
-        """One uploaded file: a zip is extracted (its members count as files), anything else kept as is."""
+        """One uploaded file: a zip is extracted (its members count as files), anything else kept as is.
+
+        All or nothing: when it is refused, whatever it had written is removed before the error goes out.
+        """
         data = bytes(data)
-        if is_zip(data):
-            self._add_zip(data)
-            return
-        number = len(self.files) + 1
-        if not data:
-            raise SanityError("empty_file", f"file {number} is empty", name=self.name)
-        self._reserve(len(data), f"file {number}")
-        self._write([data])
+        files, n_bytes, left_out = len(self.files), self._bytes, self.left_out
+        try:
+            if is_zip(data):
+                self._add_zip(data)
+                return
+            number = len(self.files) + 1
+            if not data:
+                raise SanityError("empty_file", f"file {number} is empty", name=self.name)
+            self._reserve(len(data), f"file {number}")
+            self._write([data])
+        except BaseException:
+            for path in self.files[files:]:
+                path.unlink(missing_ok=True)
+            del self.files[files:]
+            self._bytes, self.left_out = n_bytes, left_out
+            raise
 
     def _reserve(self, size: int, what: str) -> None:
         limits = self.limits
@@ -111,10 +125,14 @@ class StudyFolder:
         assert self.path is not None, "use StudyFolder in a with block"
         path = self.path / f"{len(self.files):05d}"
         written = 0
-        with open(path, "xb") as fh:
-            for chunk in chunks:
-                written += len(chunk)
-                fh.write(chunk)
+        try:
+            with open(path, "xb") as fh:
+                for chunk in chunks:
+                    written += len(chunk)
+                    fh.write(chunk)
+        except BaseException:  # a member cut off at the limits leaves no partial file
+            path.unlink(missing_ok=True)
+            raise
         self._bytes += written
         self.files.append(_named_for_its_format(path))
         return self.files[-1]
@@ -150,16 +168,28 @@ class StudyFolder:
     def _extract(self, archive: zipfile.ZipFile, k: int, member: zipfile.ZipInfo) -> None:
         # the directory's sizes can lie: count what really comes out, and stop at the limits
         cap = min(self.limits.max_bytes, self.limits.max_study_bytes - self._bytes)
+        # zipfile stops a member at its stated size and then fails its CRC, which reads as corruption;
+        # with the stated size raised past the limit (by more than the one byte that proves a member
+        # over it, so zipfile's end and CRC check do not come first), a lying member inflates until the
+        # limit cuts it off (too_large), and one whose true size is under the limit but not the stated
+        # one is caught by the comparison below. Each read asks for at most the bytes left under the cap.
+        stated = member.file_size
+        opened = copy.copy(member)
+        opened.file_size = cap + 1 + _CHUNK
 
         def chunks():
             seen = 0
-            with archive.open(member) as src:
-                while chunk := src.read(_CHUNK):
+            with archive.open(opened) as src:
+                while chunk := src.read(min(_CHUNK, cap + 1 - seen)):
                     seen += len(chunk)
                     if seen > cap:
-                        raise SanityError("too_large", f"member {k} inflates past the upload limits",
+                        raise SanityError("too_large", f"member {k} inflates past the upload limits ({cap} bytes "
+                                                       f"here), more than the {stated} bytes the zip states",
                                           name=self.name)
                     yield chunk
+            if seen != stated:
+                raise SanityError("bad_archive", f"member {k} inflates to {seen} bytes, not the {stated} the zip "
+                                                 "states (corrupt or a decompression bomb)", name=self.name)
 
         try:
             it = chunks()

@@ -36,14 +36,31 @@ def checkpoint_digest(path: str | Path | None) -> str:
     return h.hexdigest()
 
 
-def _source_headers(series: Series, *, pixels_of: int | None = None) -> list[Any]:
-    """The series' headers in slice order; slice ``pixels_of`` (the overlay's key slice) read whole."""
+def _source_slices(series: Series, *, pixels_of: int | None = None) -> tuple[list[Any], list[int | None]]:
+    """Per slice position of the series: its file's header and its frame number (1-based) when the file
+    is multi-frame, else None. Each file is read once (a multi-frame file's header stands for all its
+    frames); the file of slice ``pixels_of`` (the overlay's key slice) is read whole."""
     import pydicom
 
+    whole = series.slices[pixels_of].path if pixels_of is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [pydicom.dcmread(p, stop_before_pixels=i != pixels_of, force=True)
-                for i, p in enumerate(series.files())]
+        headers = {p: pydicom.dcmread(p, stop_before_pixels=p != whole, force=True) for p in series.files()}
+    return [headers[s.path] for s in series.slices], [None if s.index is None else s.index + 1 for s in series.slices]
+
+
+def _why_no_map(sources: list[Any], frames: list[int | None]) -> str | None:
+    """Why no Parametric Map can reference these slices, or None when one can."""
+    if "FrameOfReferenceUID" not in sources[0]:
+        return "the series has no Frame of Reference UID, as projection radiographs often do"
+    if any(f is not None for f in frames):
+        from medic_ad.dicom_out.heatmap import frame_positions
+
+        try:
+            frame_positions(sources, frames)
+        except ValueError as exc:  # its message names frames and attributes, never a value
+            return str(exc)
+    return None
 
 
 class StoreError(RuntimeError):
@@ -83,7 +100,9 @@ class DicomOutput:
         """The study's objects (the writers write atomically), stored when asked; raises :class:`StoreError`.
 
         A NIfTI volume or a raster image gets none (no SOP Instance UIDs to reference), and a series
-        without a Frame of Reference (a projection radiograph) no Parametric Map: one log line each.
+        without a Frame of Reference (a projection radiograph), or a multi-frame file that does not
+        state each frame's position, no Parametric Map: one log line each. A multi-frame file's
+        objects reference its SOP instance and the frames (ReferencedFrameNumber).
         """
         if result.status != "ok":
             return []
@@ -92,16 +111,17 @@ class DicomOutput:
                      result.study_uid, "NIfTI" if series.kind == "nifti" else "raster image")
             return []
         with_maps = self.heatmaps and result.heatmaps is not None
-        sources = _source_headers(series, pixels_of=result.key_slice_index if self.overlay and with_maps else None)
-        heatmaps = with_maps and "FrameOfReferenceUID" in sources[0]
+        sources, frames = _source_slices(series, pixels_of=result.key_slice_index if self.overlay and with_maps
+                                         else None)
+        why_not = _why_no_map(sources, frames) if with_maps else None
+        heatmaps = with_maps and why_not is None
         if with_maps and not heatmaps:
-            log.info("study %s: no heatmap Parametric Map (the series has no Frame of Reference UID, as "
-                     "projection radiographs often do); SR%s written", result.study_uid,
+            log.info("study %s: no heatmap Parametric Map (%s); SR%s written", result.study_uid, why_not,
                      " and overlay" if self.overlay else "")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         paths = self.writer(result, sources, self.out_dir, model_name=self.model_name,
                             model_version=self.model_version, checkpoint_digest=self.checkpoint_digest,
-                            heatmaps=heatmaps, overlay=self.overlay and with_maps)
+                            heatmaps=heatmaps, overlay=self.overlay and with_maps, frames=frames)
         self._store(paths)
         return paths
 
@@ -110,9 +130,10 @@ class DicomOutput:
         None for a failed row or a pair that is not two DICOM series."""
         if row.get("status") != "ok" or current.kind != "dicom" or prior.kind != "dicom":
             return None
-        path = self.comparison_writer(row, _source_headers(current), _source_headers(prior), self.out_dir,
-                                      model_name=self.model_name, model_version=self.model_version,
-                                      checkpoint_digest=self.checkpoint_digest)
+        (now, now_frames), (before, before_frames) = _source_slices(current), _source_slices(prior)
+        path = self.comparison_writer(row, now, before, self.out_dir, model_name=self.model_name,
+                                      model_version=self.model_version, checkpoint_digest=self.checkpoint_digest,
+                                      current_frames=now_frames, prior_frames=before_frames)
         self._store([path])
         return path
 

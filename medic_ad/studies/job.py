@@ -19,7 +19,7 @@ import numpy as np
 
 from medic_ad.data.io import MedicalImage
 from medic_ad.studies import records
-from medic_ad.studies.dataset import SliceDataset, slice_loader
+from medic_ad.studies.dataset import SliceDataset, decoded_batches
 from medic_ad.studies.dicom_objects import StoreError
 from medic_ad.studies.result import StudyResult
 from medic_ad.studies.scoring import ScoreRule, pick_slices
@@ -211,7 +211,7 @@ def _run_series(model: "MedicalVLM", todo: list[Series], config: PredictConfig, 
             emit(result)
 
     drain()  # series without slices to score (none today) would finish here
-    for batch in slice_loader(dataset, batch_size=config.batch_size, num_workers=config.num_workers):
+    for batch in decoded_batches(dataset, batch_size=config.batch_size, num_workers=config.num_workers):
         ready = [item for item in batch if item.image is not None]
         for item in batch:
             if item.error is not None:

@@ -13,6 +13,9 @@ def test_defaults_and_settings() -> None:
     assert args.host == "127.0.0.1" and args.port == 8000 and not args.api and not args.ui
     s = settings_from_args(build_parser().parse_args(["serve", "--max-upload-mb", "2", "--max-waiting", "3"]))
     assert s.limits.max_bytes == 2 * 1024 * 1024 and s.max_waiting == 3
+    assert s.limits.max_study_upload_bytes == 512 * 1024 * 1024
+    s = settings_from_args(build_parser().parse_args(["serve", "--max-study-upload-mb", "3"]))
+    assert s.limits.max_study_upload_bytes == 3 * 1024 * 1024 and s.max_study_body > s.limits.max_study_upload_bytes
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
     assert not _is_loopback("0.0.0.0")
 
@@ -21,6 +24,7 @@ def test_defaults_and_settings() -> None:
     (["serve", "--port", "0"], "--port must be 1-65535"),
     (["serve", "--max-concurrent", "0"], "--max-concurrent must be at least 1"),
     (["serve", "--timeout", "-1"], "must be positive"),
+    (["serve", "--max-study-upload-mb", "0"], "must be positive"),
 ])
 def test_bad_options(capsys, tiny_checkpoint, argv, phrase) -> None:
     from medic_ad.cli.main import main

@@ -110,6 +110,8 @@ def test_study_in_the_browser(page, ct_study, tmp_path) -> None:
     answer.get_by_text("Study score").wait_for()
     text = answer.inner_text()
     assert "Answer:" in text and "Key slice" in text
+    built, _ = ct_study
+    assert "Series UID" in text and built.series_uid in text and built.study_uid in text and "score" in text
     caption = page.locator("#series-caption")
     caption.get_by_text("key slice").wait_for()
     page.locator("#series-overlay img").first.wait_for()

@@ -217,3 +217,90 @@ def test_api_study_is_admitted_like_the_others(service, ct_study) -> None:
         r = c.post("/v1/study", files=[("files", ("a", built.files[0].read_bytes()))])
         assert _error(r, 503, "overloaded") and r.headers["Retry-After"]
         hold.result()
+
+
+# ------------------------------------------------------------------------------------------ limits
+
+
+def _padded_zip(built, pad: int) -> bytes:
+    """The series stored (not deflated) with a hidden member of ``pad`` random bytes: a big body whose
+    images are small (hidden members are left out, never checked against the per-file limit)."""
+    import os
+
+    members = {f"s/{p.name}": p.read_bytes() for p in built.files}
+    members["s/.pad"] = os.urandom(pad)
+    return _zip(members, method=zipfile.ZIP_STORED)
+
+
+def test_study_uploads_have_their_own_limit(service, ct_study) -> None:
+    from medic_ad.serve.api import ServeSettings, create_app
+
+    built, _ = ct_study
+    one = built.files[0].read_bytes()
+    big = _padded_zip(built, 800 * 1024)
+    settings = ServeSettings(limits=Limits(max_bytes=2 * len(one)), max_concurrent=1, max_waiting=0)
+    assert settings.max_body < len(big) < settings.limits.max_study_upload_bytes
+    with TestClient(create_app(service, settings), raise_server_exceptions=False) as c:
+        # the single-image limit refuses the body on /v1/detect, the study limit lets it through on /v1/study
+        detect = _error(c.post("/v1/detect", files={"image": ("x", big)}), 413, "too_large")
+        assert f"upload limit (2 x {settings.limits.max_bytes} bytes" in detect and "study" not in detect
+        r = c.post("/v1/study", files={"zip": ("s.zip", big)})
+        assert r.status_code == 200 and r.json()["n_slices"] == 5, r.text
+    # over the study limit: refused by the body limit (Content-Length), then by the route (the zip itself)
+    for limit, where in ((len(big) // 2, "request body of"), (len(big) - 1, f"over the {len(big) - 1}-byte")):
+        tight = ServeSettings(limits=Limits(max_study_upload_bytes=limit), max_concurrent=1, max_waiting=0)
+        with TestClient(create_app(service, tight), raise_server_exceptions=False) as c:
+            message = _error(c.post("/v1/study", files={"zip": ("s.zip", big)}), 413, "too_large")
+            assert "study upload limit" in message and where in message and str(limit) in message, message
+    # the files of a study count together against it; each file still against the per-file limit
+    tight = ServeSettings(limits=Limits(max_study_upload_bytes=len(one) * 3 // 2), max_concurrent=1, max_waiting=0)
+    with TestClient(create_app(service, tight), raise_server_exceptions=False) as c:
+        two = [("files", ("a", one)), ("files", ("b", built.files[1].read_bytes()))]
+        assert "study upload limit" in _error(c.post("/v1/study", files=two), 413, "too_large")
+    assert list(service.tmp_dir.iterdir()) == []
+    # the service (the web UI's path) applies it as well
+    err = _refused(service.with_limits(Limits(max_study_upload_bytes=len(big) - 1)), big, "too_large")
+    assert "study upload limit" in str(err)
+
+
+def _lying_zip(members: dict[str, bytes], liar: str, stated: int) -> bytes:
+    """A deflated zip whose member ``liar`` states ``stated`` bytes uncompressed in both its local header
+    and the central directory, whatever it really inflates to."""
+    import struct
+
+    data = bytearray(_zip(members))
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo(liar)
+    assert data[info.header_offset:info.header_offset + 4] == b"PK\x03\x04"
+    struct.pack_into("<I", data, info.header_offset + 22, stated)  # local header: uncompressed size
+    name = liar.encode()
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:  # central directory entries: the one whose file name is the liar's
+        n = struct.unpack_from("<H", data, at + 28)[0]
+        if bytes(data[at + 46:at + 46 + n]) == name:
+            struct.pack_into("<I", data, at + 24, stated)
+            break
+        at = data.find(b"PK\x01\x02", at + 4)
+    assert at >= 0 and zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo(liar).file_size == stated
+    return bytes(data)
+
+
+def test_a_zip_whose_directory_understates_sizes_is_cut_off(service, ct_study, tmp_path, clean_tmp) -> None:
+    from medic_ad.serve.uploads import StudyFolder
+
+    built, _ = ct_study
+    slice_bytes = built.files[0].read_bytes()
+    limits = Limits(max_bytes=1 << 20)
+    # 3 MiB of zeros stated as 2000 bytes: the ratio check sees nothing (2000 bytes from ~3 KiB)
+    bomb = _lying_zip({"a.dcm": slice_bytes, "b.dcm": b"\0" * (3 << 20)}, "b.dcm", 2000)
+    # 100 KiB stated as 2000 bytes: under the limit, but not the size the directory states
+    liar = _lying_zip({"a.dcm": slice_bytes, "b.dcm": b"\1" * (100 << 10)}, "b.dcm", 2000)
+    for data, reason, phrase in ((bomb, "too_large", "inflates past the upload limits"),
+                                 (liar, "bad_archive", f"inflates to {100 << 10} bytes, not the 2000")):
+        with StudyFolder(limits, tmp_dir=tmp_path / "t") as folder:
+            folder.add(slice_bytes)
+            with pytest.raises(SanityError) as info:
+                folder.add(data)
+            assert info.value.reason == reason and phrase in str(info.value) and "member 2" in str(info.value)
+            # nothing of the refused zip stays: not its honest member, not the cut-off one
+            assert [p.name for p in folder.path.iterdir()] == ["00000"] and len(folder.files) == 1
+        _refused(service.with_limits(limits), data, reason)

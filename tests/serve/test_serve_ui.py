@@ -45,6 +45,10 @@ def test_analyse_series_and_scroll(service, ct_study) -> None:
     built, zip_path = ct_study
     md, slider, picture, caption, state = analyse_series(service, [zip_path.read_bytes()], "all", "", 0.5)
     assert md.startswith("### Answer: ") and "Study score" in md and "Key slice" in md
+    row = state.to_dict()  # what POST /v1/study answers: the tab shows its study score and series UID
+    assert row["series_uid"] == built.series_uid and row["study_uid"] == built.study_uid
+    assert f"**Series UID** `{row['series_uid']}`" in md and f"**Study UID** `{row['study_uid']}`" in md
+    assert f"**score** `{row['score']}`" in md and f"**{row['score']:.3f}**" in md
     key = state.key
     assert slider["visible"] and (slider["minimum"], slider["maximum"], slider["value"]) == (0, 4, key)
     assert "key slice" in caption and f"slice {state.result.key_slice_index} " in caption

@@ -64,3 +64,32 @@ def test_score_rules_and_key_slice():
     for bad in ("mean", "topk_mean", "topk_mean:0", "topk_mean:x"):
         with pytest.raises(ValueError, match="--score"):
             ScoreRule.parse(bad)
+
+
+@pytest.mark.parametrize("n, batch_size, workers", [(7, 3, 1), (6, 3, 1), (2, 3, 1), (7, 3, 0)])
+def test_decoded_batches_match_the_plain_loader(tmp_path, n, batch_size, workers):
+    """The first batch decoded here and the workers' shutdown moved off the path change nothing the
+    caller sees: the same items in the same order, in the same batches."""
+    from medic_ad.studies.dataset import decoded_batches, slice_loader
+
+    (series,), _ = group_files(write_ct_series(tmp_path / "s", n=n, lesion=(1,)).files)
+    ds = SliceDataset([series], [list(range(n))])
+    plain = list(slice_loader(ds, batch_size=batch_size, num_workers=0))
+    got = list(decoded_batches(ds, batch_size=batch_size, num_workers=workers))
+    assert [[(it.series, it.position) for it in b] for b in got] == \
+        [[(it.series, it.position) for it in b] for b in plain]
+    for a, b in zip((it for b in got for it in b), (it for b in plain for it in b)):
+        assert np.array_equal(a.image.pixels, b.image.pixels)
+
+
+def test_decoded_batches_stop_early_shuts_the_workers_down(tmp_path):
+    import multiprocessing
+
+    from medic_ad.studies.dataset import decoded_batches
+
+    (series,), _ = group_files(write_ct_series(tmp_path / "s", n=8, lesion=()).files)
+    ds = SliceDataset([series], [list(range(8))])
+    batches = decoded_batches(ds, batch_size=2, num_workers=1)
+    next(batches), next(batches)
+    batches.close()  # as a job stopped after N studies leaves it
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]
