@@ -4,7 +4,8 @@ A fusion block combines the encoder's intermediate patch features, f_p(V*) (upsa
 merged grid) and the anomaly map, then lets every position cross-attend to the image's ``<Ano>``
 tokens; a compact ConvNeXt-V2 head refines and upsamples it; at the input size a small convolutional
 stem over the processed image itself joins it (patch features are 14 px coarse, lesion edges are not)
-before a 3 × 3 convolution and the one-channel map. Everything at input resolution is ``dim // 4`` wide.
+before a 3 × 3 convolution and the one-channel map. At input resolution the stem and the head's last
+layers are ``dim // 4`` wide and the join ``dim // 2``.
 """
 
 from __future__ import annotations
@@ -92,9 +93,9 @@ class HeatmapDecoder(nn.Module):
         # half runs at the features' own resolution before the upsampling, its pixel half at input
         # resolution; a second 3 × 3 convolution at input resolution follows, so a lesion's edge is still
         # decided against the tissue around it (docs/model.md, "Heatmap decoder cost")
-        self.feature_join = nn.Conv2d(width, width, 3, padding=1)
-        self.pixel_join = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.head = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, 1, 1))
+        self.feature_join = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.pixel_join = nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)
+        self.head = nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, 1, 1))
 
     def forward(
         self,
