@@ -101,6 +101,8 @@ def load_checkpoint(directory: str | Path, *, device: str = "cpu", dtype: str | 
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ValueError(f"{weights}: unreadable or truncated weights ({exc})") from None
+    if meta.get("stage", 1) < 3:
+        state = untrained_decoder_as_built(state, model)
     model.load_module_state_dict(state, source=weights)
     model.backbone_source = str(backbone_path)
     model.to(device)
@@ -110,6 +112,20 @@ def load_checkpoint(directory: str | Path, *, device: str = "cpu", dtype: str | 
     if merge_lora:
         model.merge_lora()
     return model
+
+
+def untrained_decoder_as_built(state: dict[str, torch.Tensor], model: "MedicAD") -> dict[str, torch.Tensor]:
+    """``state`` with this build's heatmap decoder when the saved one has another layout.
+
+    Before stage 3 the decoder is as initialised, never trained, so a stage-1 or stage-2 checkpoint saved
+    with an earlier decoder layout keeps its trained modules and takes the decoder ``model`` was built
+    with; stage 3 trains it from there. A stage-3 checkpoint's decoder is trained and is never replaced.
+    """
+    built = {f"heatmap.{k}": v for k, v in model.heatmap.state_dict().items()}
+    saved = {k: v for k, v in state.items() if k.startswith("heatmap.")}
+    if saved.keys() == built.keys() and all(saved[k].shape == v.shape for k, v in built.items()):
+        return state
+    return {**{k: v for k, v in state.items() if not k.startswith("heatmap.")}, **built}
 
 
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:

@@ -531,5 +531,6 @@ class MedicAD(nn.Module, MedicalVLM):
 
 def _at_size(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """A (h, w) map in [0, 1] resized (bilinear) to ``size`` = (height, width), float32 numpy."""
-    resized = F.interpolate(values[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-    return resized.clamp(0, 1).cpu().numpy().astype(np.float32)
+    if tuple(values.shape) != tuple(size):  # at its own size bilinear resampling is the identity: skipped
+        values = F.interpolate(values[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    return values.clamp(0, 1).cpu().numpy().astype(np.float32, copy=False)

@@ -180,6 +180,45 @@ def test_a_checkpoint_refuses_a_backbone_it_was_not_trained_on(tmp_path):
         MedicAD.from_pretrained(tmp_path / "ckpt")
 
 
+def _old_decoder_layout(path):
+    """Rewrite a saved checkpoint's heatmap decoder as the earlier layout (a full-width head of three
+    convolutions over the joined features and pixels, no split join) would have saved it."""
+    from safetensors.torch import load_file, save_file
+
+    weights = path / "medic_ad.safetensors"
+    state = {k: v for k, v in load_file(str(weights)).items()
+             if not k.startswith(("heatmap.head.", "heatmap.feature_join.", "heatmap.pixel_join."))}
+    width = state["heatmap.pixel_stem.0.weight"].shape[0] * 2
+    for i, (out, k) in enumerate(((width, 3), (width, 3), (1, 1))):
+        state[f"heatmap.head.{2 * i}.weight"] = torch.randn(out, width, k, k)
+        state[f"heatmap.head.{2 * i}.bias"] = torch.zeros(out)
+    save_file(state, str(weights))
+
+
+def test_an_earlier_decoder_layout_loads_before_stage_3_only(tmp_path):
+    """Before stage 3 the decoder is untrained: a stage-1/2 checkpoint of an earlier decoder layout keeps its
+    modules and takes the decoder as built; a stage-3 checkpoint's decoder is trained and must match."""
+    model = MedicAD.tiny(seed=0)
+    model.set_stage(2)
+    model.save_pretrained(tmp_path / "s2")
+    _old_decoder_layout(tmp_path / "s2")
+    loaded = MedicAD.from_pretrained(tmp_path / "s2")
+    state = loaded.module_state_dict()
+    assert state.keys() == model.module_state_dict().keys()
+    for key, value in model.module_state_dict().items():
+        if not key.startswith("heatmap."):
+            assert torch.equal(state[key], value), key
+    assert loaded.stage == 2
+    with torch.no_grad():
+        heat = loaded(**_mixed_batch(loaded), compute_lm=False, compute_heatmap=True).heatmap_logits
+    assert all(torch.isfinite(h).all() for h in heat)
+    model.set_stage(3)
+    model.save_pretrained(tmp_path / "s3")
+    _old_decoder_layout(tmp_path / "s3")
+    with pytest.raises(ValueError, match="weights do not match"):
+        MedicAD.from_pretrained(tmp_path / "s3")
+
+
 def test_user_api(tiny_model, tmp_path):
     images = _images(6, seed=3)
     arr = np.asarray(images[0].convert("L"))

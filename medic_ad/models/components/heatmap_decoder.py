@@ -4,7 +4,8 @@ A fusion block combines the encoder's intermediate patch features, f_p(V*) (upsa
 merged grid) and the anomaly map, then lets every position cross-attend to the image's ``<Ano>``
 tokens; a compact ConvNeXt-V2 head refines and upsamples it; at the input size a small convolutional
 stem over the processed image itself joins it (patch features are 14 px coarse, lesion edges are not)
-before the one-channel map.
+before a 3 × 3 convolution and the one-channel map. At input resolution the stem and the head's last
+layers are ``dim // 4`` wide and the join ``dim // 2``.
 """
 
 from __future__ import annotations
@@ -85,11 +86,16 @@ class HeatmapDecoder(nn.Module):
         self.blocks = nn.Sequential(*[ConvNeXtV2Block(dim=dim) for _ in range(depth)])
         self.up1 = nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1), nn.GELU(), ConvNeXtV2Block(dim=dim // 2))
         self.up2 = nn.Sequential(nn.Conv2d(dim // 2, dim // 4, 3, padding=1), nn.GELU())
-        self.pixel_stem = nn.Sequential(nn.Conv2d(image_channels, dim // 4, 3, padding=1), nn.GELU(),
-                                        nn.Conv2d(dim // 4, dim // 4, 3, padding=1))
-        # two 3×3 convolutions at input resolution: a lesion's edge is decided against the tissue around it
-        self.head = nn.Sequential(nn.Conv2d(dim // 2, dim // 2, 3, padding=1), nn.GELU(),
-                                  nn.Conv2d(dim // 2, dim // 2, 3, padding=1), nn.GELU(), nn.Conv2d(dim // 2, 1, 1))
+        width = dim // 4
+        self.pixel_stem = nn.Sequential(nn.Conv2d(image_channels, width, 3, padding=1), nn.GELU(),
+                                        nn.Conv2d(width, width, 3, padding=1))
+        # the join of features and pixels is one 3 × 3 convolution over both, split by input: its feature
+        # half runs at the features' own resolution before the upsampling, its pixel half at input
+        # resolution; a second 3 × 3 convolution at input resolution follows, so a lesion's edge is still
+        # decided against the tissue around it (docs/model.md, "Heatmap decoder cost")
+        self.feature_join = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.pixel_join = nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)
+        self.head = nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, 1, 1))
 
     def forward(
         self,
@@ -123,8 +129,11 @@ class HeatmapDecoder(nn.Module):
         x = self.blocks(seq.view(b, h, w, -1).permute(0, 3, 1, 2))
         x = self.up1(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
         x = self.up2(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+        # channels-last from here: oneDNN (CPU) and cuDNN run the input-resolution convolutions faster in it
+        x = self.feature_join(x).contiguous(memory_format=torch.channels_last)
         x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
         if image is None:
             image = x.new_zeros(b, self.pixel_stem[0].in_channels, *out_size)
-        x = self.head(torch.cat([x, self.pixel_stem(image.to(dtype))], dim=1))
-        return x[:, 0]
+        pixels = image.to(dtype).contiguous(memory_format=torch.channels_last)
+        x = x + self.pixel_join(self.pixel_stem(pixels))
+        return self.head(F.gelu(x))[:, 0]

@@ -87,8 +87,25 @@ def test_heatmap_decoder_sees_the_pixels():
     spot = dec(**kwargs, image=image)[0]
     assert blank.shape == (56, 56)
     change = (spot - blank).abs()
-    assert change[20:30, 20:30].mean() > 10 * change[:8, :8].mean()  # local: the stem is two 3 × 3 convs
+    assert change[20:30, 20:30].mean() > 10 * change[:8, :8].mean()  # local: four 3 × 3 convs see the pixels
     assert torch.equal(dec(**kwargs), dec(**kwargs, image=torch.zeros(1, 3, 56, 56)))
+
+
+def test_heatmap_decoder_input_resolution_layers():
+    """What runs at input resolution, by checkpoint key: the pixel stem, the pixel half of the join and the
+    head (the join ``dim // 2`` wide, the rest ``dim // 4``); the feature half of the join runs before the
+    upsampling."""
+    dec = HeatmapDecoder(vision_dim=16, llm_dim=16, num_layers=1, dim=32, num_heads=2, depth=1)
+    shapes = {n: tuple(p.shape) for n, p in dec.named_parameters()
+              if n.startswith(("pixel_stem.", "feature_join.", "pixel_join.", "head."))}
+    assert shapes == {
+        "pixel_stem.0.weight": (8, 3, 3, 3), "pixel_stem.0.bias": (8,),
+        "pixel_stem.2.weight": (8, 8, 3, 3), "pixel_stem.2.bias": (8,),
+        "feature_join.weight": (16, 8, 3, 3), "feature_join.bias": (16,),
+        "pixel_join.weight": (16, 8, 3, 3),
+        "head.0.weight": (8, 16, 3, 3), "head.0.bias": (8,),
+        "head.2.weight": (1, 8, 1, 1), "head.2.bias": (1,),
+    }
 
 
 def test_heatmap_decoder_batch_matches_one_image_at_a_time():
