@@ -114,6 +114,7 @@ def test_predict_throughput_reports_the_ratio(quick_run):
     assert set(r["studies_per_s"]) == {"model_alone", "predict_job"}
     assert all(_finite(v) and v > 0 for v in r["studies_per_s"].values())
     assert _finite(r["ratio_predict_over_model"]["median"])
+    assert r["jobs"][-1]["ratio_predict_over_model"] == r["ratio_predict_over_model"]  # read on the largest job
 
 
 def test_readme_table_rewritten_between_markers(quick_run):
