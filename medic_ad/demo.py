@@ -58,7 +58,7 @@ class DemoPlan:
 # FULL fits the 15 minutes on 2 quiet cores with margin, so the stage-1 start comparison is left
 # to ``--compare-start``; the ablations keep enough steps for their variants to differ at all. How the
 # step counts were sized: docs/model.md, "Sizing the demo".
-FULL = DemoPlan(stage1_steps=640, stage2_steps=400, stage3_steps=360, ablation_steps=200,
+FULL = DemoPlan(stage1_steps=800, stage2_steps=700, stage3_steps=600, ablation_steps=200,
                 ablation_change_steps=100, batch_size=8, eval_real=0, eval_control=200, ablation_eval=100,
                 comparison_steps=0, calibration=300)
 QUICK = DemoPlan(stage1_steps=10, stage2_steps=8, stage3_steps=8, ablation_steps=4,
