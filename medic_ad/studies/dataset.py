@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 import torch
 
 from medic_ad.data.io import MedicalImage, read_image
+from medic_ad.processes import die_with_parent
 from medic_ad.studies.series import Series, SliceRef
 
 __all__ = ["SliceDataset", "SliceItem", "decode_slice", "decoded_batches", "series_window", "slice_loader"]
@@ -81,7 +82,8 @@ def _as_list(items: list[SliceItem]) -> list[SliceItem]:
 
 def slice_loader(dataset: SliceDataset, *, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
     """Batches of :class:`SliceItem` in dataset order, decoded by ``num_workers`` processes (0: in this one)."""
-    kwargs = {"prefetch_factor": 4, "persistent_workers": False} if num_workers > 0 else {}
+    kwargs = ({"prefetch_factor": 4, "persistent_workers": False, "worker_init_fn": die_with_parent}
+              if num_workers > 0 else {})
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                        collate_fn=_as_list, **kwargs)
 

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from medic_ad.processes import die_with_parent
 from medic_ad.training import engines
 from medic_ad.training.checkpoint import (
     CheckpointError,
@@ -101,7 +102,8 @@ def step_loader(dataset: StepBatches, *, start: int, steps: int, num_workers: in
     """The micro-batches of optimizer steps ``start`` … ``steps - 1``, in order."""
     indices = range(start * dataset.grad_accum, steps * dataset.grad_accum)
     return DataLoader(dataset, batch_size=None, sampler=indices, collate_fn=_as_is, num_workers=num_workers,
-                      prefetch_factor=prefetch_factor if num_workers else None, pin_memory=pin_memory)
+                      prefetch_factor=prefetch_factor if num_workers else None, pin_memory=pin_memory,
+                      worker_init_fn=die_with_parent if num_workers else None)
 
 
 def run_training(
