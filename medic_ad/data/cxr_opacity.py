@@ -295,3 +295,40 @@ class OpacityPairs(Sequence[Sample]):
                 "acquisition": acqs,
             },
         )
+
+
+class OpacityImages(Sequence[Sample]):
+    """Single chest X-rays with a synthetic opacity and its mask, for stages 1 and 3: the current film
+    of the worsened pairs of an :class:`OpacityPairs` (every one has an opacity), ``n`` of them.
+
+    Compare reads the anomaly maps' lesion burden of the two studies; maps that never saw an
+    opacity do not mark one, so stage 1 is shown the same opacities that stage 2 compares.
+    """
+
+    def __init__(self, pairs: OpacityPairs, *, n: int | None = None) -> None:
+        self.pairs = pairs
+        self.worsened = CHANGES.index("worsened")
+        self.n = len(pairs.sources) if n is None else int(n)
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if self.pairs.n < self.n * len(CHANGES):
+            self.pairs.n = self.n * len(CHANGES)
+
+    @property
+    def sources(self) -> list[Sample]:
+        return self.pairs.sources
+
+    def __len__(self) -> int:
+        return self.n
+
+    def image_id(self, i: int) -> str:
+        return self.pairs.pair_id(i * len(CHANGES) + self.worsened) + "/current"
+
+    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"image index {i} out of range ({len(self)} images)")
+        pair = self.pairs[(i % len(self)) * len(CHANGES) + self.worsened]
+        return Sample(id=pair.id + "/current", images=[pair.images[1]], masks=[pair.masks[1]], label="abnormal",
+                      dataset=pair.dataset, split=pair.split, group=pair.group, meta=pair.meta)

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medic_ad.data.holdout import Holdout, key_digest, patient_keys
-from medic_ad.data.cxr_opacity import OpacityPairs, base_images
+from medic_ad.data.cxr_opacity import OpacityImages, OpacityPairs, base_images
 from medic_ad.data.pairs import ChangePairs
 from medic_ad.data.registry import detect_format, get_dataset
 from medic_ad.data.schema import LABELS, Sample
@@ -46,7 +46,7 @@ def _load_source(source: DataSource, holdout: Holdout | None) -> tuple[Sequence[
             raise ValueError(f"data source {source.name}: label must be one of {', '.join(LABELS)}, got {source.label!r}")
         if source.name == "synthetic":
             raise ValueError("synthetic source: choose its normals with options.abnormal_fraction, not label")
-        if source.name in ("change_pairs", "cxr_opacity_pairs"):
+        if source.name in ("change_pairs", "cxr_opacity_pairs", "cxr_opacity_images"):
             raise ValueError(f"{source.name} source: label filters single images; "
                              "pairs are balanced by change")
     opts = dict(source.options)
@@ -82,6 +82,10 @@ def _load_source(source: DataSource, holdout: Holdout | None) -> tuple[Sequence[
         return ChangePairs(with_masks, seed=seed, validate=validate, strength=strength), dropped
     elif source.name == "cxr_opacity_pairs":
         return _opacity_pairs(source, opts, holdout)
+    elif source.name == "cxr_opacity_images":
+        n = opts.pop("n", None)
+        pairs, dropped = _opacity_pairs(source, opts, holdout)
+        return OpacityImages(pairs, n=None if n is None else int(n)), dropped
     else:
         if source.root is None:
             raise ValueError(f"data source {source.name!r} needs a root folder")
@@ -105,12 +109,12 @@ def _load_source(source: DataSource, holdout: Holdout | None) -> tuple[Sequence[
 def _opacity_pairs(source: DataSource, opts: dict[str, Any], holdout: Holdout | None) -> tuple[OpacityPairs, int]:
     """Opacity change pairs on the images of ``source.split`` of a chest X-ray folder (``cxr_pairs``)."""
     if source.root is None:
-        raise ValueError("cxr_opacity_pairs source needs a root (a cxr_pairs folder of chest X-rays)")
+        raise ValueError(f"{source.name} source needs a root (a cxr_pairs folder of chest X-rays)")
     fmt = opts.pop("source", None) or detect_format(source.root)
     seed, n = int(opts.pop("seed", 0)), opts.pop("n", None)
     size = opts.pop("size", 256)
     if opts:
-        raise ValueError(f"cxr_opacity_pairs source: unknown option(s) {', '.join(sorted(opts))}")
+        raise ValueError(f"{source.name} source: unknown option(s) {', '.join(sorted(opts))}")
     loaded = get_dataset(fmt).load(source.root, split=source.split)
     # no image of another split may become a base image (a val patient's film in training)
     bases = base_images([s for s in loaded if source.split is None or s.split == source.split])
@@ -122,7 +126,7 @@ def _opacity_pairs(source: DataSource, opts: dict[str, Any], holdout: Holdout | 
     if not bases:
         split = f" split {source.split!r}" if source.split else ""
         why = f" ({dropped} dropped as evaluation patients)" if dropped else ""
-        raise ValueError(f"cxr_opacity_pairs source {source.root}{split}: no image to build pairs on{why} "
+        raise ValueError(f"{source.name} source {source.root}{split}: no image to build pairs on{why} "
                          f"({fmt} loaded {len(loaded)} sample(s))")
     return OpacityPairs(bases, seed=seed, n=None if n is None else int(n),
                         size=None if size is None else int(size)), dropped
@@ -307,6 +311,11 @@ def _describe(samples: Sequence[Sample]) -> dict[str, Any]:
         return {"pairs": len(samples), "by_change": {k: len(samples.sources) for k in kinds},
                 "abnormal_with_mask": len(samples.sources), "ids": ids[:MAX_IDS], "ids_truncated": len(ids) > MAX_IDS,
                 "patients_sha1": sorted(patients)}
+    if isinstance(samples, OpacityImages):
+        ids = [samples.image_id(i) for i in range(len(samples))]
+        patients = {key_digest(k) for s in samples.sources for k in patient_keys(s)}
+        return {"images": len(samples), "by_label": {"abnormal": len(samples)}, "base_images": len(samples.sources),
+                "ids": ids[:MAX_IDS], "ids_truncated": len(ids) > MAX_IDS, "patients_sha1": sorted(patients)}
     if isinstance(samples, OpacityPairs):
         ids = [samples.pair_id(i) for i in range(len(samples))]
         patients = {key_digest(k) for s in samples.sources for k in patient_keys(s)}

@@ -189,3 +189,25 @@ def test_task_pairs_kind_is_checked(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown opacity pairs option"):
         load_task_samples(TaskSpec(name="t", kind="change", data=str(tmp_path), format="image_folder",
                                    pairs={"kind": "opacity", "strength": 1}))
+
+
+@pytest.mark.parametrize("config", ["stage1_anomaly", "stage3_heatmap"])
+def test_stages_1_and_3_see_the_opacities_stage_2_compares(cxr_root, config) -> None:
+    from medic_ad.data.cxr_opacity import OpacityImages
+    from medic_ad.data.registry import get_dataset
+    from medic_ad.training.config import load_config
+    from medic_ad.training.mixture import _describe, load_source
+
+    cfg = load_config(ROOT / "recipes" / "configs" / "tiny" / f"{config}.yaml")
+    entry = next(s for s in cfg.data if s.name == "cxr_opacity_images")
+    assert entry.split == "train" and entry.task == "detection"
+    images = load_source(entry)
+    assert isinstance(images, OpacityImages) and len(images) == entry.options["n"]
+    val_images = {p for s in get_dataset("cxr_pairs").load(cxr_root, split="val") for p in s.images}
+    assert not {s.images[0] for s in images.sources} & val_images
+    for s in images[:6]:  # the current film of a worsened pair: an opacity, its mask, labelled abnormal
+        assert s.label == "abnormal" and not s.is_pair and s.masks[0].sum() > 0
+        assert s.masks[0].shape == s.images[0].shape and s.split == "train"
+    assert images[2].id == images.image_id(2) and images[2].images[0].tobytes() == images[2].images[0].tobytes()
+    summary = _describe(images)
+    assert summary["images"] == len(images) and summary["ids"][0] == images.image_id(0)
