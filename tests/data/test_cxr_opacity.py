@@ -191,14 +191,14 @@ def test_task_pairs_kind_is_checked(tmp_path) -> None:
                                    pairs={"kind": "opacity", "strength": 1}))
 
 
-def test_stage_1_sees_the_opacities_stage_2_compares(cxr_root) -> None:
+def test_opacity_images_source_gives_single_films_with_their_opacity(cxr_root) -> None:
     from medic_ad.data.cxr_opacity import OpacityImages
     from medic_ad.data.registry import get_dataset
-    from medic_ad.training.config import load_config
+    from medic_ad.training.config import DataSource
     from medic_ad.training.mixture import _describe, load_source
 
-    cfg = load_config(ROOT / "recipes" / "configs" / "tiny" / "stage1_anomaly.yaml")
-    entry = next(s for s in cfg.data if s.name == "cxr_opacity_images")
+    entry = DataSource(name="cxr_opacity_images", root=str(cxr_root), split="train", task="detection",
+                       options={"seed": 5, "n": 64})
     assert entry.split == "train" and entry.task == "detection"
     images = load_source(entry)
     assert isinstance(images, OpacityImages) and len(images) == entry.options["n"]
