@@ -52,12 +52,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 
 from medic_ad.data.io import load_image_any
-from medic_ad.data.pairs import _box_blur, apply_acquisition
+from medic_ad.data.pairs import BuiltOnAccess, _box_blur, apply_acquisition
 from medic_ad.data.schema import CHANGES, Change, Sample
 from medic_ad.data.synthetic import Acquisition
 
@@ -185,7 +184,7 @@ def base_images(samples: Sequence[Sample]) -> list[Sample]:
     return out
 
 
-class OpacityPairs(Sequence[Sample]):
+class OpacityPairs(BuiltOnAccess):
     """Lazily built opacity change pairs (see the module docstring), ``n`` of them.
 
     Args:
@@ -212,18 +211,8 @@ class OpacityPairs(Sequence[Sample]):
     def __len__(self) -> int:
         return self.n
 
-    @overload
-    def __getitem__(self, i: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[Sample]: ...
-
-    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"pair index {i} out of range ({len(self)} pairs)")
-        return self._build(i % len(self))
+    def _item(self, i: int) -> Sample:
+        return self._build(i)
 
     def change_of(self, i: int) -> Change:
         return CHANGES[i % len(CHANGES)]  # type: ignore[return-value]
@@ -297,38 +286,29 @@ class OpacityPairs(Sequence[Sample]):
         )
 
 
-class OpacityImages(Sequence[Sample]):
+class OpacityImages(BuiltOnAccess):
     """Single chest X-rays with a synthetic opacity and its mask, for stages 1 and 3: the current film
-    of the worsened pairs of an :class:`OpacityPairs` (every one has an opacity), ``n`` of them.
+    of each worsened pair of an :class:`OpacityPairs` (every one has an opacity).
 
     Compare reads the anomaly maps' lesion burden of the two studies; maps that never saw an
     opacity do not mark one, so stage 1 is shown the same opacities that stage 2 compares.
     """
 
-    def __init__(self, pairs: OpacityPairs, *, n: int | None = None) -> None:
+    def __init__(self, pairs: OpacityPairs) -> None:
         self.pairs = pairs
         self.worsened = CHANGES.index("worsened")
-        self.n = len(pairs.sources) if n is None else int(n)
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if self.pairs.n < self.n * len(CHANGES):
-            self.pairs.n = self.n * len(CHANGES)
 
     @property
     def sources(self) -> list[Sample]:
         return self.pairs.sources
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.pairs) // len(CHANGES)
 
     def image_id(self, i: int) -> str:
         return self.pairs.pair_id(i * len(CHANGES) + self.worsened) + "/current"
 
-    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"image index {i} out of range ({len(self)} images)")
-        pair = self.pairs[(i % len(self)) * len(CHANGES) + self.worsened]
+    def _item(self, i: int) -> Sample:
+        pair = self.pairs[i * len(CHANGES) + self.worsened]
         return Sample(id=pair.id + "/current", images=[pair.images[1]], masks=[pair.masks[1]], label="abnormal",
                       dataset=pair.dataset, split=pair.split, group=pair.group, meta=pair.meta)

@@ -35,7 +35,7 @@ from medic_ad.data.io import load_image_any, load_mask
 from medic_ad.data.schema import CHANGES, Change, Sample
 from medic_ad.data.synthetic import Acquisition
 
-__all__ = ["ChangePairs", "apply_acquisition", "make_change_pairs", "remove_lesion"]
+__all__ = ["BuiltOnAccess", "ChangePairs", "apply_acquisition", "make_change_pairs", "remove_lesion"]
 
 
 def _shift(a: np.ndarray, dy: int, dx: int, fill: float | bool) -> np.ndarray:
@@ -185,7 +185,28 @@ def _grey(x: object) -> np.ndarray:
     return pixels if pixels.ndim == 2 else pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-class ChangePairs(Sequence[Sample]):
+class BuiltOnAccess(Sequence[Sample]):
+    """A sequence of samples built on access from their index (:meth:`_item`, given ``0 <= i < len``):
+    indexing with negatives and slices, and one readable error out of range."""
+
+    def _item(self, i: int) -> Sample:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, i: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Sample]: ...
+
+    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range ({len(self)} samples)")
+        return self._item(i % len(self))
+
+
+class ChangePairs(BuiltOnAccess):
     """Lazily built change pairs: ``len(kinds)`` pairs per source sample, built on access.
 
     Args:
@@ -220,18 +241,7 @@ class ChangePairs(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.sources) * len(self.kinds)
 
-    @overload
-    def __getitem__(self, i: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[Sample]: ...
-
-    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"pair index {i} out of range ({len(self)} pairs)")
-        i %= len(self)
+    def _item(self, i: int) -> Sample:
         return self._build(i, self.sources[i // len(self.kinds)], self.kinds[i % len(self.kinds)])
 
     def _build(self, i: int, source: Sample, kind: Change) -> Sample:

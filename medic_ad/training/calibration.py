@@ -66,11 +66,10 @@ def _balanced_accuracy(log_probs: np.ndarray, labels: np.ndarray, bias: Sequence
     return float(np.mean([(pred[labels == c] == c).mean() for c in np.unique(labels)]))
 
 
-def _calibration_draw(cfg, task: str, n: int) -> list[Sample]:
+def _calibration_draw(cfg, task: str, n: int, holdout) -> list[Sample]:
     """``n`` labelled cases of ``task`` from the config's training sources, re-seeded, drawn by weight."""
-    from medic_ad.training.mixture import _load_source, load_holdout
+    from medic_ad.training.mixture import load_source
 
-    holdout = load_holdout(cfg.holdout) if cfg.holdout else None
     sources, weights = [], []
     for source in cfg.data:
         if source.task != task:
@@ -78,8 +77,7 @@ def _calibration_draw(cfg, task: str, n: int) -> list[Sample]:
         options = dict(source.options)
         if "seed" in options or source.name in ("synthetic", "change_pairs"):
             options["seed"] = int(options.get("seed", 0)) + CALIBRATION_SEED_SHIFT
-        samples, _ = _load_source(dataclasses.replace(source, options=options), holdout)
-        sources.append(samples)
+        sources.append(load_source(dataclasses.replace(source, options=options), holdout))
         weights.append(source.weight)
     if not sources:
         return []
@@ -115,8 +113,11 @@ def calibrate_choices(model: MedicAD, cfg, *, n: int, batch: int = 16) -> dict[s
                    lambda s: ChatExample(list(s.images), change_prompt(s.region)),
                    lambda s: None if s.change is None else CHANGE_LETTERS.index(CHANGE_LETTER[s.change])),
     }
+    from medic_ad.training.mixture import load_holdout
+
+    holdout = load_holdout(cfg.holdout) if cfg.holdout else None
     for task, (options, example, label_of) in tasks.items():
-        cases = [s for s in _calibration_draw(cfg, task, n) if label_of(s) is not None]
+        cases = [s for s in _calibration_draw(cfg, task, n, holdout) if label_of(s) is not None]
         labels = np.array([label_of(s) for s in cases])
         if len(cases) < 2 or len(np.unique(labels)) < 2:
             continue

@@ -83,9 +83,10 @@ def _load_source(source: DataSource, holdout: Holdout | None) -> tuple[Sequence[
     elif source.name == "cxr_opacity_pairs":
         return _opacity_pairs(source, opts, holdout)
     elif source.name == "cxr_opacity_images":
-        n = opts.pop("n", None)
+        if "n" in opts:  # n films: the current films of the worsened third of 3·n pairs
+            opts["n"] = 3 * int(opts["n"])
         pairs, dropped = _opacity_pairs(source, opts, holdout)
-        return OpacityImages(pairs, n=None if n is None else int(n)), dropped
+        return OpacityImages(pairs), dropped
     else:
         if source.root is None:
             raise ValueError(f"data source {source.name!r} needs a root folder")
