@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from medic_ad.eval.targets import collapsed_changes, target_checks
-from medic_ad.paths import repo_root, shared_data_dir, tiny_backbone_dir
+from medic_ad.paths import repo_root, shared_data_dir
 
 logger = logging.getLogger("medic_ad.demo")
 
