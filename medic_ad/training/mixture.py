@@ -70,15 +70,8 @@ def _load_source(source: DataSource, holdout: Holdout | None) -> tuple[Sequence[
         base = get_dataset(fmt).load(source.root, split=source.split)
         # a normal image's (empty) mask has no lesion to attenuate: its "worsened" pair would be two normals
         with_masks = [s for s in base if s.masks and s.masks[0] is not None and s.label != "normal"]
-        if holdout is not None:
-            with_masks, dropped = holdout.drop(with_masks)
-        if source.limit:
-            with_masks = with_masks[: source.limit]
-        if not with_masks:
-            split = f" split {source.split!r}" if source.split else ""
-            why = f" ({dropped} dropped as evaluation patients)" if dropped else ""
-            raise ValueError(f"change_pairs source {source.root}{split}: no abnormal image with a lesion mask "
-                             f"to build pairs from{why} ({fmt} loaded {len(base)} sample(s))")
+        with_masks, dropped = _pair_bases(source, with_masks, holdout, "abnormal image with a lesion mask",
+                                          f"{fmt} loaded {len(base)} sample(s)")
         return ChangePairs(with_masks, seed=seed, validate=validate, strength=strength), dropped
     elif source.name == "cxr_opacity_pairs":
         return _opacity_pairs(source, opts, holdout)
@@ -119,6 +112,14 @@ def _opacity_pairs(source: DataSource, opts: dict[str, Any], holdout: Holdout | 
     loaded = get_dataset(fmt).load(source.root, split=source.split)
     # no image of another split may become a base image (a val patient's film in training)
     bases = base_images([s for s in loaded if source.split is None or s.split == source.split])
+    bases, dropped = _pair_bases(source, bases, holdout, "image", f"{fmt} loaded {len(loaded)} sample(s)")
+    return OpacityPairs(bases, seed=seed, n=None if n is None else int(n),
+                        size=None if size is None else int(size)), dropped
+
+
+def _pair_bases(source: DataSource, bases: list[Sample], holdout: Holdout | None, what: str,
+                loaded: str) -> tuple[list[Sample], int]:
+    """The images a pair source builds on, less evaluation patients and past ``limit``; (bases, dropped)."""
     dropped = 0
     if holdout is not None:
         bases, dropped = holdout.drop(bases)
@@ -127,10 +128,8 @@ def _opacity_pairs(source: DataSource, opts: dict[str, Any], holdout: Holdout | 
     if not bases:
         split = f" split {source.split!r}" if source.split else ""
         why = f" ({dropped} dropped as evaluation patients)" if dropped else ""
-        raise ValueError(f"{source.name} source {source.root}{split}: no image to build pairs on{why} "
-                         f"({fmt} loaded {len(loaded)} sample(s))")
-    return OpacityPairs(bases, seed=seed, n=None if n is None else int(n),
-                        size=None if size is None else int(size)), dropped
+        raise ValueError(f"{source.name} source {source.root}{split}: no {what} to build pairs on{why} ({loaded})")
+    return bases, dropped
 
 
 def load_holdout(entries: Sequence[DataSource]) -> Holdout:
