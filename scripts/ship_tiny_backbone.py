@@ -22,21 +22,12 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medic_ad.models.qwen2_5_vl.shipped import MANIFEST_FILE, file_sha256, verify_tiny_backbone  # noqa: E402
+from medic_ad.machine import cpu_model  # noqa: E402
 from medic_ad.paths import shared_data_dir, tiny_backbone_dir  # noqa: E402
 from medic_ad.training.config import load_config  # noqa: E402
 
 MAX_BYTES = 30 * 1024 * 1024
 DATA_SUMMARY = "data_summary.json"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:
@@ -79,7 +70,7 @@ def main() -> int:
         "data": [{"name": s.name, "root": s.root.replace(str(shared_data_dir()), "${data}") if s.root else None,
                   "split": s.split, "weight": s.weight, "options": s.options} for s in cfg.data],
         "data_summary": DATA_SUMMARY,
-        "machine": {"cpu": _cpu(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "machine": {"cpu": cpu_model(), "torch": torch.__version__, "transformers": transformers.__version__,
                     "python": platform.python_version()},
         "weights_sha256": file_sha256(weights),
         "files": {},
