@@ -270,7 +270,9 @@ def ablations_on_control(out: Path, *, plan: DemoPlan, backbone: Path, seed: int
 
     Detection is scored on the stage-1 checkpoint and change on the stage-2 one: stage 2 freezes the
     anomaly module but keeps training the LoRA adapters, so it changes the detection answers too, and
-    each switch is meant to be read off the stage that trains what it switches. The Table-4-shaped rows
+    each switch is meant to be read off the stage that trains what it switches. Each variant's stage 2
+    ends with the choice calibration of the main recipe, so that the variants are compared by how they
+    rank the pairs, not by where their options' scores happen to sit. The Table-4-shaped rows
     (``ablations/eval/ablation.md``) are built by :mod:`medic_ad.eval.ablations`.
     """
     from medic_ad.eval.ablations import write_ablation_report
@@ -290,7 +292,8 @@ def ablations_on_control(out: Path, *, plan: DemoPlan, backbone: Path, seed: int
         }))
         s2 = train(load_config(base={
             "stage": 2, "input_checkpoint": str(s1.output), "output_dir": str(out / slug / "stage2"),
-            "optim": {**optim, "lr": 1.0e-3, "max_steps": plan.ablation_change_steps}, **common,
+            "optim": {**optim, "lr": 1.0e-3, "max_steps": plan.ablation_change_steps},
+            "calibration": plan.calibration, **common,
             "data": [{"name": "synthetic", "task": "change",
                       "options": {"kind": "pairs", "n": 1024, "seed": 2, "size": CONTROL_SIZE}}],
         }))
