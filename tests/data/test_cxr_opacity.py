@@ -210,3 +210,22 @@ def test_opacity_images_source_gives_single_films_with_their_opacity(cxr_root) -
     assert images[2].id == images.image_id(2) and images[2].images[0].tobytes() == images[2].images[0].tobytes()
     summary = _describe(images)
     assert summary["images"] == len(images) and summary["ids"][0] == images.image_id(0)
+
+
+def test_stage1_asks_where_the_opacity_is_not_whether_there_is_one(cxr_root) -> None:
+    """Stage 1's chest X-ray films train the anomaly maps on their masks, and the language model on the
+    region, never on a "Yes": every film of the source has an opacity."""
+    from medic_ad.data.templates import DETECTION_ANSWERS, describe_region, make_example
+    from medic_ad.paths import repo_root
+    from medic_ad.training.config import load_config
+    from medic_ad.training.mixture import load_source
+
+    cfg = load_config(repo_root() / "recipes" / "configs" / "tiny" / "stage1_anomaly.yaml")
+    (entry,) = [d for d in cfg.data if d.name == "cxr_opacity_images"]
+    assert entry.task == "grounding" and entry.split == "train"
+    entry.root = str(cxr_root)
+    entry.options = {**entry.options, "n": 6}
+    for s in load_source(entry)[:3]:
+        example = make_example(s, entry.task)
+        assert example.answer == describe_region(s.masks[0])
+        assert example.answer not in DETECTION_ANSWERS.values()

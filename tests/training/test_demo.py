@@ -30,6 +30,10 @@ def test_demo_quick_writes_report_metrics_overlays_and_checkpoint(tmp_path, shar
     assert metrics["backbone"]["weights_sha256"] == read_manifest()["weights_sha256"]
     assert metrics["collapsed"] == collapsed_changes(metrics)
     assert set(metrics["ablations"]) == {"full (4 layers, modulation)", "no <Ano> modulation", "last layer only"}
+    for slug in ("full", "no_modulation", "last_layer"):  # each variant's change answers are calibrated, as the main model's
+        saved = json.loads((out / "ablations" / slug / "stage2" / "final" / "medic_ad_config.json").read_text())
+        assert saved["calibration"]["change"]["n"] > 0
+        assert list(saved["config"]["choice_bias"].values()) == [saved["calibration"]["change"]["bias"]]
     comparison = metrics["start_comparison"]  # --compare-start: stage 1 from the random and the stage-0 backbone
     assert comparison["steps"] == 2 and {"f1", "auroc"} <= set(comparison["random_start"]) <= set(comparison["stage0_start"])
     targets = {t["target"]: t for t in metrics["targets"]}
