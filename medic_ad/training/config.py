@@ -35,7 +35,8 @@ class DataSource:
     (pairs with a synthetic opacity on the chest X-rays of ``root``'s ``split``, e.g. ``cxr_pairs``;
     ``options.seed``, ``options.n`` pairs, ``options.size`` longest side, ``options.source`` the
     adapter) or ``cxr_opacity_images`` (the current films of those pairs' worsened cases, each with its
-    opacity mask, ``options.n`` of them: the opacities for stages 1 and 3). ``task`` forces a template (detection/change/vqa/grounding/caption).
+    opacity mask, ``options.n`` of them; the tiny stage 1 asks them as grounding questions).
+    ``task`` forces a template (detection/change/vqa/grounding/caption).
     ``label`` keeps only the samples with that image label (``normal``/``abnormal``): how a mixture
     balances an all-abnormal mask set with the normals of its source dataset.
     """

@@ -46,9 +46,12 @@ def _load_source(source: DataSource, holdout: Holdout | None) -> tuple[Sequence[
             raise ValueError(f"data source {source.name}: label must be one of {', '.join(LABELS)}, got {source.label!r}")
         if source.name == "synthetic":
             raise ValueError("synthetic source: choose its normals with options.abnormal_fraction, not label")
-        if source.name in ("change_pairs", "cxr_opacity_pairs", "cxr_opacity_images"):
+        if source.name in ("change_pairs", "cxr_opacity_pairs"):
             raise ValueError(f"{source.name} source: label filters single images; "
                              "pairs are balanced by change")
+        if source.name == "cxr_opacity_images":
+            raise ValueError(f"{source.name} source: label has nothing to filter; every one of these films "
+                             "has an opacity (abnormal)")
     opts = dict(source.options)
     dropped = 0
     if source.name == "synthetic":  # generated subjects: no patient to hold out
@@ -306,34 +309,38 @@ def data_summary(cfg, loaded: list[tuple[Sequence[Sample], int]], holdout: Holdo
 def _describe(samples: Sequence[Sample]) -> dict[str, Any]:
     if isinstance(samples, ChangePairs):
         kinds = samples.kinds
-        ids = [f"pairs/{s.id}/{k.replace(' ', '_')}" for s in samples.sources for k in kinds]
-        patients = {key_digest(k) for s in samples.sources for k in patient_keys(s)}
         return {"pairs": len(samples), "by_change": {k: len(samples.sources) for k in kinds},
-                "abnormal_with_mask": len(samples.sources), "ids": ids[:MAX_IDS], "ids_truncated": len(ids) > MAX_IDS,
-                "patients_sha1": sorted(patients)}
+                "abnormal_with_mask": len(samples.sources),
+                **_ids([f"pairs/{s.id}/{k.replace(' ', '_')}" for s in samples.sources for k in kinds]),
+                "patients_sha1": _patients_sha1(samples.sources)}
     if isinstance(samples, OpacityImages):
-        ids = [samples.image_id(i) for i in range(len(samples))]
-        patients = {key_digest(k) for s in samples.sources for k in patient_keys(s)}
         return {"images": len(samples), "by_label": {"abnormal": len(samples)}, "base_images": len(samples.sources),
-                "ids": ids[:MAX_IDS], "ids_truncated": len(ids) > MAX_IDS, "patients_sha1": sorted(patients)}
+                **_ids([samples.image_id(i) for i in range(len(samples))]),
+                "patients_sha1": _patients_sha1(samples.sources)}
     if isinstance(samples, OpacityPairs):
-        ids = [samples.pair_id(i) for i in range(len(samples))]
-        patients = {key_digest(k) for s in samples.sources for k in patient_keys(s)}
         return {"pairs": len(samples), "by_change": dict(Counter(samples.change_of(i) for i in range(len(samples)))),
-                "base_images": len(samples.sources), "ids": ids[:MAX_IDS], "ids_truncated": len(ids) > MAX_IDS,
-                "patients_sha1": sorted(patients)}
+                "base_images": len(samples.sources), **_ids([samples.pair_id(i) for i in range(len(samples))]),
+                "patients_sha1": _patients_sha1(samples.sources)}
     if not isinstance(samples, list):  # generated on access (synthetic): nothing to read up front
         return {"generated": True}
-    patients = {key_digest(k) for s in samples for k in patient_keys(s)}
     return {
         "pairs": sum(s.is_pair for s in samples),
         "by_change": dict(Counter(s.change for s in samples if s.change is not None)),
         "by_label": dict(Counter(s.label for s in samples if s.label is not None)),
         "abnormal_with_mask": sum(s.label == "abnormal" and s.has_mask for s in samples),
-        "ids": [s.id for s in samples[:MAX_IDS]],
-        "ids_truncated": len(samples) > MAX_IDS,
-        "patients_sha1": sorted(patients),
+        **_ids([s.id for s in samples[:MAX_IDS + 1]]),
+        "patients_sha1": _patients_sha1(samples),
     }
+
+
+def _ids(ids: list[str]) -> dict[str, Any]:
+    """The first ``MAX_IDS`` of a source's sample ids, and whether there are more."""
+    return {"ids": ids[:MAX_IDS], "ids_truncated": len(ids) > MAX_IDS}
+
+
+def _patients_sha1(samples: Sequence[Sample]) -> list[str]:
+    """The digests of the patients behind ``samples`` (never the ids themselves), sorted."""
+    return sorted({key_digest(k) for s in samples for k in patient_keys(s)})
 
 
 def write_data_summary(path: Path, cfg, loaded, holdout: Holdout | None, sampler: MixtureSampler) -> None:

@@ -210,6 +210,8 @@ def test_opacity_images_source_gives_single_films_with_their_opacity(cxr_root) -
     assert images[2].id == images.image_id(2) and images[2].images[0].tobytes() == images[2].images[0].tobytes()
     summary = _describe(images)
     assert summary["images"] == len(images) and summary["ids"][0] == images.image_id(0)
+    with pytest.raises(ValueError, match="cxr_opacity_images source: label has nothing to filter"):
+        load_source(DataSource(name="cxr_opacity_images", root=str(cxr_root), label="normal"))
 
 
 def test_stage1_asks_where_the_opacity_is_not_whether_there_is_one(cxr_root) -> None:
